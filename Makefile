@@ -1,0 +1,38 @@
+# Two commands on a fresh machine with Python 3.11:  make demo  |  make test
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# torchvision from PyPI only imports beside the torch release it was built for.
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+# Real Hubble sample data for the demo ships inside this package (data files only).
+SAMPLE_SPEC ?= mpdaf==3.6
+OUT ?= demo-catalogue
+
+.PHONY: demo test lint bench clean-venv install
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet $(TORCH_SPEC)
+	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet --no-deps $(SAMPLE_SPEC)
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	$(BIN)/hubcat demo --out $(OUT)
+
+test: $(VENV)/.installed
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+bench: $(VENV)/.installed
+	$(BIN)/python -m benchmarks $(BENCH_ARGS)
+
+clean-venv:
+	rm -rf $(VENV)

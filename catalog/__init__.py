@@ -1,0 +1,1 @@
+"""hubcat catalog package."""

@@ -1,0 +1,1 @@
+"""hubcat embeddings package."""

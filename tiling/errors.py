@@ -1,0 +1,52 @@
+"""Exceptions raised by hubcat.
+
+Every hubcat exception derives from :class:`HubcatError`, which lives here because ``tiling`` is
+the lowest package of the dependency chain (``pipeline -> catalog, grid -> embeddings -> tiling``).
+Each error also subclasses the builtin exception it refines, so ``except ValueError`` keeps working.
+Messages name the bad value, what was expected, and what to do about it.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "HubcatError",
+    "HubcatWarning",
+    "SourceError",
+    "SourceNotFoundError",
+    "StorageError",
+    "StoreNotFoundError",
+    "TilingError",
+]
+
+
+class HubcatError(Exception):
+    """Base class of every error raised by hubcat."""
+
+
+class HubcatWarning(UserWarning):
+    """Base class of every warning issued by hubcat."""
+
+
+class SourceError(HubcatError, ValueError):
+    """A source (FITS file, S3 object, MAST dataset) cannot be used as a mosaic."""
+
+    def __init__(self, source: str, reason: str) -> None:
+        self.source = str(source)
+        self.reason = reason
+        super().__init__(f"{self.source}: {reason}")
+
+
+class SourceNotFoundError(SourceError, FileNotFoundError):
+    """A source does not exist (no such file, key or dataset)."""
+
+
+class TilingError(HubcatError, ValueError):
+    """Tiling parameters or a tile store are not usable."""
+
+
+class StorageError(HubcatError, OSError):
+    """Reading or writing a store (local folder or S3) failed."""
+
+
+class StoreNotFoundError(StorageError, FileNotFoundError):
+    """A store, or a key inside it, does not exist."""
