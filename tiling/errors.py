@@ -14,6 +14,7 @@ __all__ = [
     "SourceError",
     "SourceNotFoundError",
     "StorageError",
+    "StoragePermissionError",
     "StoreNotFoundError",
     "TilingError",
 ]
@@ -50,3 +51,7 @@ class StorageError(HubcatError, OSError):
 
 class StoreNotFoundError(StorageError, FileNotFoundError):
     """A store, or a key inside it, does not exist."""
+
+
+class StoragePermissionError(StorageError, PermissionError):
+    """Access to a store, or a key inside it, was denied (HTTP 403, missing credentials)."""
