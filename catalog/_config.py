@@ -1,0 +1,110 @@
+"""Configuration of the catalogue stage: one dataclass, recorded in the manifest."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, fields
+
+from catalog.errors import CatalogError
+
+__all__ = ["INDEX_KINDS", "CatalogConfig"]
+
+#: Index kinds the catalogue can build: exact inner product, HNSW graph, IVF-PQ with exact re-rank.
+INDEX_KINDS: tuple[str, ...] = ("flat", "hnsw", "ivfpq")
+
+
+@dataclass(frozen=True)
+class CatalogConfig:
+    """Parameters of the catalogue's vector index and of its query defaults.
+
+    Every field that changes a stored output (the index) is part of :attr:`digest`, which the
+    manifest records next to the values themselves.
+
+    Parameters
+    ----------
+    exact_max : int
+        Largest number of vectors kept in an exact (flat inner-product) index; above it the
+        ``approximate`` kind is built. Default 200,000: exact search over 2x10^5 vectors of
+        dimension 1280 still answers a query in tens of milliseconds on two cores.
+    approximate : str
+        Index kind above ``exact_max``: ``"hnsw"`` or ``"ivfpq"``. Chosen by the search benchmark
+        (``python -m benchmarks search``): see ``benchmarks/search.py``.
+    hnsw_m : int
+        Neighbours per node of the HNSW graph.
+    hnsw_ef_construction : int
+        Candidate list size while the HNSW graph is built.
+    hnsw_ef_search : int
+        Candidate list size at query time (recall/speed trade-off).
+    ivf_nlist : int or None
+        Number of IVF cells; ``None`` picks ``4 * sqrt(N)`` rounded to a power of two.
+    ivf_nprobe : int
+        IVF cells visited per query.
+    pq_m : int
+        Sub-quantisers of the product quantiser (bytes per vector of the PQ code).
+    refine_factor : int
+        IVF-PQ candidates re-ranked exactly per requested neighbour.
+    train_size : int
+        At most this many vectors train the IVF-PQ quantisers (a seeded random subset).
+    seed : int
+        Seed of every random choice (training subset, k-means).
+    anomaly_k : int
+        Default neighbour rank of :meth:`catalog.Catalogue.anomalies`.
+    """
+
+    exact_max: int = 200_000
+    approximate: str = "hnsw"
+    hnsw_m: int = 32
+    hnsw_ef_construction: int = 80
+    hnsw_ef_search: int = 128
+    ivf_nlist: int | None = None
+    ivf_nprobe: int = 32
+    pq_m: int = 64
+    refine_factor: int = 8
+    train_size: int = 100_000
+    seed: int = 0
+    anomaly_k: int = 5
+
+    def __post_init__(self) -> None:
+        if self.approximate not in INDEX_KINDS[1:]:
+            msg = (
+                f"CatalogConfig.approximate={self.approximate!r} is not an approximate index kind; "
+                f"choose one of {INDEX_KINDS[1:]}"
+            )
+            raise CatalogError(msg)
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in ("approximate", "ivf_nlist", "seed"):
+                continue
+            if not isinstance(value, int) or value < 1:
+                msg = f"CatalogConfig.{f.name}={value!r} must be a positive integer"
+                raise CatalogError(msg)
+        if self.exact_max < 1:
+            msg = f"CatalogConfig.exact_max={self.exact_max!r} must be >= 1"
+            raise CatalogError(msg)
+
+    def to_dict(self) -> dict:
+        """Plain-JSON dictionary of every field."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> CatalogConfig:
+        """Inverse of :meth:`to_dict`; unknown keys are an error."""
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            msg = (
+                f"unknown catalogue configuration keys {unknown}; expected some of {sorted(names)}"
+            )
+            raise CatalogError(msg)
+        return cls(**data)
+
+    @property
+    def digest(self) -> str:
+        """sha256 (hex) of the canonical JSON of every field."""
+        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def index_kind(self, n: int) -> str:
+        """The index kind used for ``n`` vectors: ``"flat"`` up to :attr:`exact_max`."""
+        return "flat" if n <= self.exact_max else self.approximate
