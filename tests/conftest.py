@@ -102,3 +102,45 @@ def synthetic_mosaic(tmp_path: Path):
         return write_synthetic_mosaic(tmp_path / name, **kwargs)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """Start moto's S3 server on 127.0.0.1 for the session, with dummy credentials in the env.
+
+    ``AWS_ENDPOINT_URL`` points at it while the session runs, so boto3 (and ``hubcat`` run as a
+    subprocess) talk to it and never to AWS.
+    """
+    pytest.importorskip("moto.server", reason="moto[server] is needed for the S3 tests")
+    saved = {k: os.environ.get(k) for k in _S3_ENV}
+    from _s3_support import S3Server
+
+    server = S3Server()
+    os.environ.update(
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_ENDPOINT_URL=server.endpoint_url,
+    )
+    for key in ("AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_ENDPOINT_URL_S3"):
+        os.environ.pop(key, None)
+    try:
+        yield server
+    finally:
+        server.stop()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+_S3_ENV = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_DEFAULT_REGION",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_SESSION_TOKEN",
+    "AWS_PROFILE",
+)
