@@ -1,0 +1,187 @@
+"""Embedding tiles: validation, the 8 augmentations, preprocessing, batched inference, pooling."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from embeddings._model import EmbeddingModel
+from embeddings.errors import TileInputError
+from tiling.augment import AUGMENTATIONS
+
+__all__ = ["embed_tiles", "preprocess", "validate_tiles"]
+
+N_AUG = len(AUGMENTATIONS)
+#: Tolerance on the [0, 1] range of stretched tiles (rounding of the stretch).
+RANGE_TOL = 1e-3
+
+
+def validate_tiles(tiles: object, channels: int, *, size: int | None = None) -> np.ndarray:
+    """Check a batch of tiles and return it as a C-contiguous float32 array.
+
+    Parameters
+    ----------
+    tiles : numpy.ndarray, shape (N, H, W) or (N, C, H, W), float32, values in [0, 1]
+        Single-band tiles, or ``C == channels`` aligned bands (mapped to the network's channels in
+        order, e.g. three filters as RGB). ``H == W``.
+    channels : int
+        Channels the network expects.
+    size : int or None
+        Required tile side in pixels, if any.
+
+    Raises
+    ------
+    TileInputError
+        Not an array, wrong dtype, wrong shape, non-finite values, or values outside [0, 1].
+    """
+    if not isinstance(tiles, np.ndarray):
+        msg = f"tiles must be a numpy array of float32, got {type(tiles).__name__}"
+        raise TileInputError(msg)
+    if tiles.dtype != np.float32:
+        msg = (
+            f"tiles have dtype {tiles.dtype}, expected float32 (stretched to [0, 1]); "
+            "convert with tiles.astype(np.float32) if the values are already stretched"
+        )
+        raise TileInputError(msg)
+    ok_ndim = tiles.ndim == 3 or (tiles.ndim == 4 and tiles.shape[1] == channels)
+    if not ok_ndim or tiles.shape[-1] != tiles.shape[-2] or (size and tiles.shape[-1] != size):
+        side = size or "S"
+        msg = (
+            f"tiles have shape {tiles.shape}, expected (N, {side}, {side}) single-band tiles or "
+            f"(N, {channels}, {side}, {side}) aligned bands"
+        )
+        raise TileInputError(msg)
+    if tiles.shape[0] == 0:
+        return np.ascontiguousarray(tiles)
+    finite = np.isfinite(tiles)
+    if not finite.all():
+        bad = np.flatnonzero(~finite.reshape(tiles.shape[0], -1).all(axis=1))
+        msg = (
+            f"{len(bad)} tile(s) contain NaN or infinite values (first at index {int(bad[0])}); "
+            "fill masked pixels (e.g. with 0) before embedding"
+        )
+        raise TileInputError(msg)
+    lo, hi = float(tiles.min()), float(tiles.max())
+    if lo < -RANGE_TOL or hi > 1 + RANGE_TOL:
+        msg = (
+            f"tile values span [{lo:.4g}, {hi:.4g}], expected [0, 1]; embed stretched tiles "
+            "(TileStore.read / read_unit return them stretched)"
+        )
+        raise TileInputError(msg)
+    return np.ascontiguousarray(tiles)
+
+
+def _augment_torch(x: torch.Tensor) -> torch.Tensor:
+    """(n, [C,] H, W) -> (n * 8, [C,] H, W), augmentation-major within each tile.
+
+    Matches :func:`tiling.augment.augment`: index i is ``rot90(tile if i < 4 else fliplr(tile),
+    i % 4)`` over the last two axes.
+    """
+    flipped = torch.flip(x, dims=(-1,))
+    views = [torch.rot90(src, k, dims=(-2, -1)) for src in (x, flipped) for k in range(4)]
+    return torch.stack(views, dim=1).flatten(0, 1)
+
+
+def preprocess(model: EmbeddingModel, images: torch.Tensor) -> torch.Tensor:
+    """Turn images in [0, 1] into the network's normalised input.
+
+    Parameters
+    ----------
+    model : EmbeddingModel
+    images : torch.Tensor, shape (B, H, W) or (B, C, H, W), float32, values in [0, 1]
+
+    Returns
+    -------
+    torch.Tensor, shape (B, C, h, w) with (C, h, w) the model's ``input_size``
+        Single-band images are replicated to every channel; resized (model's interpolation,
+        antialiased) only when the size differs; normalised ``(x - mean) / std``.
+    """
+    spec = model.spec
+    c, h, w = spec.input_size
+    if images.ndim == 3:
+        images = images.unsqueeze(1)
+    if images.shape[-2:] != (h, w):
+        mode = spec.interpolation if spec.interpolation in ("bilinear", "bicubic") else "bilinear"
+        images = F.interpolate(images, size=(h, w), mode=mode, antialias=True, align_corners=False)
+    mean = torch.tensor(spec.mean, dtype=torch.float32).view(1, c, 1, 1)
+    std = torch.tensor(spec.std, dtype=torch.float32).view(1, c, 1, 1)
+    memory = torch.channels_last if model.config.channels_last else torch.contiguous_format
+    out = torch.empty((images.shape[0], c, h, w), dtype=torch.float32, memory_format=memory)
+    torch.sub(images.expand(-1, c, -1, -1), mean, out=out)
+    out.div_(std)
+    return out
+
+
+@contextmanager
+def _threads(n: int | None) -> Iterator[None]:
+    if n is None or n == torch.get_num_threads():
+        yield
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def embed_tiles(
+    model: EmbeddingModel,
+    tiles: np.ndarray,
+    *,
+    return_augmentations: bool = False,
+    progress: object | None = None,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """Embed tiles into augmentation-invariant unit vectors.
+
+    Each tile's 8 flips/rotations (:data:`tiling.AUGMENTATIONS`) are embedded; the tile's vector
+    is the mean of the 8 L2-normalised vectors, L2-normalised again, so a rotated or flipped tile
+    gets the same vector. Deterministic for the same inputs, weights, configuration and threads.
+
+    Parameters
+    ----------
+    model : EmbeddingModel
+        From :func:`embeddings.load_model`.
+    tiles : numpy.ndarray, shape (N, 224, 224) or (N, C, 224, 224), float32, values in [0, 1]
+        Stretched tiles (or C aligned bands).
+    return_augmentations : bool
+        Also return the per-augmentation unit vectors.
+    progress : callable or None
+        Called as ``progress(n_tiles_done)`` after each batch.
+
+    Returns
+    -------
+    vectors : numpy.ndarray, shape (N, D), float32
+        Unit-norm pooled vectors (``D = model.dim``); shape (0, D) for an empty batch.
+    per_augmentation : numpy.ndarray, shape (N, 8, D), float32
+        Only with ``return_augmentations``.
+
+    Raises
+    ------
+    TileInputError
+        Wrong type, dtype or shape, NaN/inf values, or values outside [0, 1].
+    """
+    tiles = validate_tiles(tiles, model.spec.channels)
+    n = tiles.shape[0]
+    pooled = np.empty((n, model.dim), dtype=np.float32)
+    per_aug = np.empty((n, N_AUG, model.dim), dtype=np.float32) if return_augmentations else None
+    step = max(1, model.config.batch_size // N_AUG)
+    source = torch.from_numpy(tiles)
+    with _threads(model.config.threads), torch.inference_mode():
+        for start in range(0, n, step):
+            chunk = source[start : start + step]
+            m = chunk.shape[0]
+            images = preprocess(model, _augment_torch(chunk))
+            vecs = F.normalize(model.features(images).view(m, N_AUG, -1), dim=-1)
+            pooled[start : start + m] = F.normalize(vecs.mean(dim=1), dim=-1).numpy()
+            if per_aug is not None:
+                per_aug[start : start + m] = vecs.numpy()
+            if progress is not None:
+                progress(start + m)
+    if per_aug is not None:
+        return pooled, per_aug
+    return pooled

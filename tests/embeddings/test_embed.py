@@ -1,0 +1,75 @@
+"""embed_tiles: unit vectors, augmentation invariance, determinism, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from embeddings import EmbeddingModel, TileInputError, embed_tiles
+from tiling.augment import augment
+
+
+@pytest.fixture(scope="module")
+def vectors(model: EmbeddingModel, tiles: np.ndarray) -> np.ndarray:
+    return embed_tiles(model, tiles)
+
+
+def test_shape_dtype_unit_norm(model: EmbeddingModel, vectors: np.ndarray):
+    assert vectors.shape == (3, model.dim)
+    assert vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    # different tiles give different vectors
+    assert float(vectors[0] @ vectors[1]) < 0.999
+
+
+def test_invariant_to_the_8_symmetries(model: EmbeddingModel, tiles: np.ndarray, vectors):
+    for i in range(1, 8):
+        moved = np.ascontiguousarray(augment(tiles, i))
+        cos = np.sum(embed_tiles(model, moved) * vectors, axis=1)
+        assert cos.min() >= 0.9999, (i, cos)
+
+
+def test_deterministic_and_batch_independent(model: EmbeddingModel, tiles: np.ndarray, vectors):
+    again = embed_tiles(model, tiles)
+    np.testing.assert_array_equal(again, vectors)
+    one_by_one = np.concatenate([embed_tiles(model, tiles[i : i + 1]) for i in range(3)])
+    np.testing.assert_allclose(one_by_one, vectors, atol=1e-5)
+
+
+def test_pooled_equals_mean_of_augmentation_vectors(model: EmbeddingModel, tiles: np.ndarray):
+    pooled, per_aug = embed_tiles(model, tiles[:1], return_augmentations=True)
+    assert per_aug.shape == (1, 8, model.dim)
+    np.testing.assert_allclose(np.linalg.norm(per_aug, axis=-1), 1.0, atol=1e-5)
+    mean = per_aug.mean(axis=1)
+    np.testing.assert_allclose(
+        pooled, mean / np.linalg.norm(mean, axis=1, keepdims=True), atol=1e-6
+    )
+
+
+def test_empty_batch(model: EmbeddingModel):
+    out = embed_tiles(model, np.zeros((0, 224, 224), dtype=np.float32))
+    assert out.shape == (0, model.dim)
+    assert out.dtype == np.float32
+
+
+@pytest.mark.parametrize(
+    ("bad", "match"),
+    [
+        (np.zeros((2, 224, 224), dtype=np.float64), "dtype float64, expected float32"),
+        (np.zeros((224, 224), dtype=np.float32), r"shape \(224, 224\)"),
+        (np.zeros((2, 224, 200), dtype=np.float32), r"shape \(2, 224, 200\)"),
+        (np.zeros((2, 5, 224, 224), dtype=np.float32), r"shape \(2, 5, 224, 224\)"),
+        ([[0.0]], "numpy array"),
+        (np.full((2, 224, 224), 3.0, dtype=np.float32), r"expected \[0, 1\]"),
+    ],
+)
+def test_bad_tiles_are_rejected(model: EmbeddingModel, bad, match):
+    with pytest.raises(TileInputError, match=match):
+        embed_tiles(model, bad)
+
+
+def test_nan_tiles_name_the_first_bad_tile(model: EmbeddingModel, tiles: np.ndarray):
+    bad = tiles.copy()
+    bad[1, 10, 10] = np.nan
+    with pytest.raises(TileInputError, match=r"1 tile.*first at index 1"):
+        embed_tiles(model, bad)
