@@ -1,0 +1,535 @@
+"""Signed tree heads: C2SP checkpoints in C2SP signed notes, with Ed25519 keys.
+
+A checkpoint (https://c2sp.org/tlog-checkpoint) is the note text::
+
+    <origin>
+    <tree size, decimal>
+    <root hash, standard base64>
+
+followed by a blank line and one signature line per signer (https://c2sp.org/signed-note)::
+
+    — <key name> <base64(key hash (4 bytes) || Ed25519 signature (64 bytes))>
+
+The key hash is the first 4 bytes of ``SHA-256(key name || 0x0A || 0x01 || public key)`` (0x01 is
+the Ed25519 signature type). Keys use the same text encodings as Go's ``golang.org/x/mod/sumdb/note``:
+a verifier key ``<name>+<key hash hex>+<base64(0x01 || public key)>`` and a signer key
+``PRIVATE+KEY+<name>+<key hash hex>+<base64(0x01 || seed)>``, so standard tools check hubcat
+checkpoints and hubcat checks theirs.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from catalog._merkle import HASH_SIZE, ProvenanceError, ProvenanceNotFoundError, VerificationError
+
+__all__ = [
+    "DEFAULT_KEY_NAME",
+    "Checkpoint",
+    "CheckpointError",
+    "SignatureError",
+    "SigningKey",
+    "SigningKeyError",
+    "VerifierKey",
+    "generate_signing_key",
+    "load_or_create_signing_key",
+    "load_signing_key",
+    "load_verifier_key",
+]
+
+#: Key name used when the operator gives none.
+DEFAULT_KEY_NAME = "hubcat"
+_ALG_ED25519 = 0x01
+_SIG_PREFIX = "\u2014 "  # em dash and a space
+
+
+class CheckpointError(ProvenanceError):
+    """A checkpoint or signed note is malformed."""
+
+
+class SignatureError(VerificationError):
+    """A checkpoint carries no valid signature by the expected key."""
+
+
+class SigningKeyError(ProvenanceError):
+    """A key file is missing, malformed, or not an Ed25519 key."""
+
+
+def _check_name(name: str) -> str:
+    if not isinstance(name, str) or not name or any(c.isspace() or c == "+" for c in name):
+        msg = f"key name {name!r} is not usable; a key name is non-empty, without spaces or '+'"
+        raise SigningKeyError(msg)
+    return name
+
+
+def _key_hash(name: str, public: bytes) -> bytes:
+    return hashlib.sha256(name.encode() + b"\n" + bytes([_ALG_ED25519]) + public).digest()[:4]
+
+
+@dataclass(frozen=True)
+class VerifierKey:
+    """An Ed25519 public key with its signed-note name.
+
+    Attributes
+    ----------
+    name : str
+        Key name, as on signature lines.
+    public : bytes
+        The 32-byte Ed25519 public key.
+    """
+
+    name: str | None
+    public: bytes
+
+    @property
+    def key_hash(self) -> bytes:
+        """The 4-byte key hash of the signed-note format."""
+        return _key_hash(self.name or DEFAULT_KEY_NAME, self.public)
+
+    @property
+    def label(self) -> str:
+        """``<name>+<key hash hex>``, or the public key's fingerprint when it has no name."""
+        if self.name is None:
+            return f"with sha256 fingerprint {self.fingerprint[:16]}..."
+        return f"{self.name}+{self.key_hash.hex()}"
+
+    @property
+    def text(self) -> str:
+        """Verifier key text ``<name>+<hash hex>+<base64(0x01 || public key)>``."""
+        blob = base64.b64encode(bytes([_ALG_ED25519]) + self.public).decode()
+        return f"{self.name or DEFAULT_KEY_NAME}+{self.key_hash.hex()}+{blob}"
+
+    @property
+    def fingerprint(self) -> str:
+        """sha256 (hex) of the 32-byte public key."""
+        return hashlib.sha256(self.public).hexdigest()
+
+    @classmethod
+    def parse(cls, text: str, source: str = "verifier key") -> VerifierKey:
+        """Parse verifier key text ``<name>+<hash hex>+<base64(0x01 || key)>``.
+
+        Raises
+        ------
+        SigningKeyError
+            If the text is malformed, of another algorithm, or its key hash does not match.
+        """
+        parts = text.strip().split("+", 2)  # base64 may itself hold '+'
+        if len(parts) != 3:
+            msg = (
+                f"{source} is not a signed-note verifier key; expected "
+                "'<name>+<8 hex digits>+<base64>' (as written by `hubcat keygen`)"
+            )
+            raise SigningKeyError(msg)
+        name, hash_hex, blob = parts
+        _check_name(name)
+        try:
+            raw = base64.b64decode(blob, validate=True)
+            want = bytes.fromhex(hash_hex)
+        except (binascii.Error, ValueError):
+            msg = f"{source}: the key hash or key of {text.strip()!r} is not valid hex/base64"
+            raise SigningKeyError(msg) from None
+        if len(raw) != 33 or raw[0] != _ALG_ED25519:
+            msg = f"{source}: not an Ed25519 verifier key (algorithm byte and 32-byte key expected)"
+            raise SigningKeyError(msg)
+        key = cls(name, raw[1:])
+        if key.key_hash != want:
+            msg = f"{source}: key hash {hash_hex} does not match the key and name {name!r}"
+            raise SigningKeyError(msg)
+        return key
+
+    def verify(self, message: bytes, signature: bytes) -> bool:
+        """Whether ``signature`` is this key's Ed25519 signature of ``message``."""
+        try:
+            Ed25519PublicKey.from_public_bytes(self.public).verify(signature, message)
+        except InvalidSignature:
+            return False
+        return True
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    """An operator's Ed25519 signing key with its signed-note name.
+
+    Attributes
+    ----------
+    name : str
+        Key name written on signature lines.
+    seed : bytes
+        The 32-byte Ed25519 private key (seed). Keep it secret.
+    path : pathlib.Path or None
+        File the key was read from or written to.
+    created : bool
+        True when :func:`load_or_create_signing_key` made a new key.
+    """
+
+    name: str
+    seed: bytes = field(repr=False)
+    path: Path | None = None
+    created: bool = False
+
+    @property
+    def _private(self) -> Ed25519PrivateKey:
+        return Ed25519PrivateKey.from_private_bytes(self.seed)
+
+    @property
+    def verifier(self) -> VerifierKey:
+        """The matching public key."""
+        public = self._private.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
+        return VerifierKey(self.name, public)
+
+    @property
+    def text(self) -> str:
+        """Signer key text ``PRIVATE+KEY+<name>+<hash hex>+<base64(0x01 || seed)>``."""
+        blob = base64.b64encode(bytes([_ALG_ED25519]) + self.seed).decode()
+        return f"PRIVATE+KEY+{self.name}+{self.verifier.key_hash.hex()}+{blob}"
+
+    def sign(self, message: bytes) -> bytes:
+        """Ed25519 signature (64 bytes) of ``message``."""
+        return self._private.sign(message)
+
+    @classmethod
+    def parse(cls, text: str, source: str = "signing key") -> SigningKey:
+        """Parse ``PRIVATE+KEY+...`` text or a PEM (PKCS#8) Ed25519 private key.
+
+        Raises
+        ------
+        SigningKeyError
+            If the text is neither, or is not an Ed25519 key.
+        """
+        text = text.strip()
+        if text.startswith("-----BEGIN"):
+            try:
+                key = serialization.load_pem_private_key(text.encode(), password=None)
+            except (ValueError, TypeError) as exc:
+                msg = f"{source} is not a readable unencrypted PEM private key: {exc}"
+                raise SigningKeyError(msg) from None
+            if not isinstance(key, Ed25519PrivateKey):
+                msg = f"{source} is a {type(key).__name__}; hubcat signs with Ed25519 keys only"
+                raise SigningKeyError(msg)
+            seed = key.private_bytes(
+                serialization.Encoding.Raw,
+                serialization.PrivateFormat.Raw,
+                serialization.NoEncryption(),
+            )
+            return cls(DEFAULT_KEY_NAME, seed)
+        parts = text.split("+", 4)  # base64 may itself hold '+'
+        if len(parts) != 5 or parts[:2] != ["PRIVATE", "KEY"]:
+            msg = (
+                f"{source} is not a signing key; expected 'PRIVATE+KEY+<name>+<hash>+<base64>' "
+                "(make one with `hubcat keygen`) or a PEM Ed25519 private key"
+            )
+            raise SigningKeyError(msg)
+        _, _, name, hash_hex, blob = parts
+        _check_name(name)
+        try:
+            raw = base64.b64decode(blob, validate=True)
+            want = bytes.fromhex(hash_hex)
+        except (binascii.Error, ValueError):
+            msg = f"{source}: the key hash or key is not valid hex/base64"
+            raise SigningKeyError(msg) from None
+        if len(raw) != 33 or raw[0] != _ALG_ED25519:
+            msg = f"{source}: not an Ed25519 signing key (algorithm byte and 32-byte seed expected)"
+            raise SigningKeyError(msg)
+        key = cls(name, raw[1:])
+        if key.verifier.key_hash != want:
+            msg = f"{source}: key hash {hash_hex} does not match the key; the file is damaged"
+            raise SigningKeyError(msg)
+        return key
+
+
+def generate_signing_key(name: str = DEFAULT_KEY_NAME) -> SigningKey:
+    """A new random Ed25519 signing key called ``name``."""
+    seed = Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+    )
+    return SigningKey(_check_name(name), seed)
+
+
+def _read_text(path: Path, what: str) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        msg = f"{what} {path} does not exist; make a key pair with `hubcat keygen --out DIR`"
+        raise ProvenanceNotFoundError(msg) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        msg = f"cannot read {what} {path}: {exc}"
+        raise SigningKeyError(msg) from None
+
+
+def load_signing_key(path: str | os.PathLike[str]) -> SigningKey:
+    """Read an operator's signing key file (as written by ``hubcat keygen``, or PEM).
+
+    Parameters
+    ----------
+    path : str or path-like
+        The private key file.
+
+    Returns
+    -------
+    SigningKey
+
+    Raises
+    ------
+    ProvenanceNotFoundError
+        If the file does not exist.
+    SigningKeyError
+        If it is not an Ed25519 signing key.
+    """
+    path = Path(path).expanduser()
+    key = SigningKey.parse(_read_text(path, "signing key"), source=f"signing key {path}")
+    return SigningKey(key.name, key.seed, path=path)
+
+
+def write_key_pair(
+    key: SigningKey, path: str | os.PathLike[str], *, overwrite: bool = False
+) -> Path:
+    """Write ``key`` to ``path`` (mode 0600) and its verifier key to ``path`` + ``.pub``.
+
+    Returns
+    -------
+    pathlib.Path
+        The public key file.
+
+    Raises
+    ------
+    SigningKeyError
+        If ``path`` exists and ``overwrite`` is false.
+    """
+    path = Path(path).expanduser()
+    pub = path.with_name(path.name + ".pub")
+    if not overwrite and (path.exists() or pub.exists()):
+        msg = (
+            f"{path} already exists; refusing to replace a signing key (remove it or choose --out)"
+        )
+        raise SigningKeyError(msg)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(key.text + "\n")
+    os.chmod(path, 0o600)
+    pub.write_text(key.verifier.text + "\n", encoding="utf-8")
+    return pub
+
+
+def load_or_create_signing_key(
+    path: str | os.PathLike[str], name: str = DEFAULT_KEY_NAME
+) -> SigningKey:
+    """Read the signing key at ``path``, or make a new one there (public key in ``path.pub``).
+
+    Parameters
+    ----------
+    path : str or path-like
+        The private key file.
+    name : str
+        Key name of a new key.
+
+    Returns
+    -------
+    SigningKey
+        ``created`` tells whether the key was just made; ``path`` where it is.
+    """
+    path = Path(path).expanduser()
+    if path.exists():
+        return load_signing_key(path)
+    key = generate_signing_key(name)
+    write_key_pair(key, path)
+    return SigningKey(key.name, key.seed, path=path, created=True)
+
+
+def load_verifier_key(source: str | os.PathLike[str] | VerifierKey) -> VerifierKey:
+    """A verifier key from a file or text (``<name>+<hash>+<base64>`` or a PEM public key).
+
+    A PEM key carries no name (``name`` is None): a signature line of any name then matches it.
+
+    Raises
+    ------
+    ProvenanceNotFoundError
+        If a path is given that does not exist.
+    SigningKeyError
+        If the key is malformed or not Ed25519.
+    """
+    if isinstance(source, VerifierKey):
+        return source
+    text = str(source)
+    where = "public key"
+    path = Path(text).expanduser()
+    looks_like_key = text.lstrip().startswith("-----BEGIN") or (
+        "+" in text and "\n" not in text.strip()
+    )
+    if not looks_like_key or path.is_file():
+        text = _read_text(path, "public key")
+        where = f"public key {path}"
+    if "-----BEGIN" in text:
+        try:
+            key = serialization.load_pem_public_key(text.strip().encode())
+        except ValueError as exc:
+            msg = f"{where} is not a readable PEM public key: {exc}"
+            raise SigningKeyError(msg) from None
+        if not isinstance(key, Ed25519PublicKey):
+            msg = f"{where} is a {type(key).__name__}; hubcat checkpoints use Ed25519 keys"
+            raise SigningKeyError(msg)
+        raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        return VerifierKey(None, raw)
+    return VerifierKey.parse(text, source=where)
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A signed tree head: origin, tree size and root, with the signed-note signatures.
+
+    Attributes
+    ----------
+    origin : str
+        Identity of the log (first line).
+    size : int
+        Number of leaves.
+    root : bytes
+        32-byte Merkle root.
+    extensions : tuple of str
+        Further body lines (none written by hubcat; kept when read).
+    signatures : tuple of (str, bytes)
+        ``(key name, key hash (4 bytes) + signature (64 bytes))`` per signature line.
+    """
+
+    origin: str
+    size: int
+    root: bytes
+    extensions: tuple[str, ...] = ()
+    signatures: tuple[tuple[str, bytes], ...] = ()
+
+    @property
+    def body(self) -> str:
+        """The signed text: origin, size, base64 root, extension lines, each ending in newline."""
+        lines = [
+            self.origin,
+            str(self.size),
+            base64.b64encode(self.root).decode(),
+            *self.extensions,
+        ]
+        return "".join(line + "\n" for line in lines)
+
+    @property
+    def text(self) -> str:
+        """The whole note: body, and when signed a blank line and the signature lines."""
+        if not self.signatures:
+            return self.body
+        sigs = "".join(
+            f"{_SIG_PREFIX}{name} {base64.b64encode(blob).decode()}\n"
+            for name, blob in self.signatures
+        )
+        return self.body + "\n" + sigs
+
+    def signed(self, key: SigningKey) -> Checkpoint:
+        """This checkpoint with ``key``'s signature added."""
+        sig = key.verifier.key_hash + key.sign(self.body.encode())
+        return Checkpoint(
+            self.origin,
+            self.size,
+            self.root,
+            self.extensions,
+            (*self.signatures, (key.name, sig)),
+        )
+
+    def signature_failure(self, key: VerifierKey) -> str | None:
+        """Why this checkpoint is not validly signed by ``key``, or ``None`` if it is."""
+        if not self.signatures:
+            return "the checkpoint carries no signature"
+        body = self.body.encode()
+        names = []
+        for name, blob in self.signatures:
+            names.append(f"{name}+{blob[:4].hex()}")
+            if key.name is None:  # a PEM key has no name: take the one on the line
+                candidate = VerifierKey(name, key.public)
+            elif key.name == name:
+                candidate = key
+            else:
+                continue
+            if blob[:4] != candidate.key_hash:
+                continue
+            if candidate.verify(body, blob[4:]):
+                return None
+            return f"the signature by {name}+{blob[:4].hex()} does not match the checkpoint text"
+        return (
+            f"the checkpoint is not signed by key {key.label}; "
+            f"it carries signatures by {', '.join(names)}"
+        )
+
+    def verify(self, key: VerifierKey) -> None:
+        """Raise :class:`SignatureError` unless ``key`` signed this checkpoint."""
+        failure = self.signature_failure(key)
+        if failure:
+            raise SignatureError(failure, [failure])
+
+    @classmethod
+    def parse(cls, text: str | bytes, source: str = "checkpoint") -> Checkpoint:
+        """Parse a checkpoint note (signed or not).
+
+        Raises
+        ------
+        CheckpointError
+            If the text is not a C2SP checkpoint (naming the line at fault).
+        """
+        if isinstance(text, bytes):
+            try:
+                text = text.decode("utf-8")
+            except UnicodeDecodeError:
+                msg = f"{source} is not UTF-8 text"
+                raise CheckpointError(msg) from None
+        if not text.endswith("\n"):
+            msg = f"{source} does not end with a newline; it is truncated or not a checkpoint"
+            raise CheckpointError(msg)
+        body, sep, sig_text = text.partition("\n\n")
+        body = body + "\n" if sep else text
+        lines = body.splitlines()
+        if len(lines) < 3:
+            msg = f"{source} has {len(lines)} body lines; a checkpoint has origin, size and root"
+            raise CheckpointError(msg)
+        origin, size_text, root_text, *extensions = lines
+        if not origin:
+            msg = f"{source}: the origin line is empty"
+            raise CheckpointError(msg)
+        if not size_text.isdigit() or (size_text != "0" and size_text.startswith("0")):
+            msg = f"{source}: tree size {size_text!r} is not a decimal integer"
+            raise CheckpointError(msg)
+        try:
+            root = base64.b64decode(root_text, validate=True)
+        except binascii.Error:
+            msg = f"{source}: root {root_text!r} is not base64"
+            raise CheckpointError(msg) from None
+        if len(root) != HASH_SIZE:
+            msg = f"{source}: root is {len(root)} bytes, not a 32-byte SHA-256 hash"
+            raise CheckpointError(msg)
+        signatures = []
+        if sep:
+            for line in sig_text.splitlines():
+                if not line.startswith(_SIG_PREFIX):
+                    msg = f"{source}: signature line {line!r} does not start with '\u2014 '"
+                    raise CheckpointError(msg)
+                name, _, blob_text = line[len(_SIG_PREFIX) :].partition(" ")
+                try:
+                    blob = base64.b64decode(blob_text, validate=True)
+                except binascii.Error:
+                    msg = f"{source}: the signature of {name!r} is not base64"
+                    raise CheckpointError(msg) from None
+                if not name or len(blob) < 5:
+                    msg = f"{source}: signature line {line!r} is malformed"
+                    raise CheckpointError(msg)
+                signatures.append((name, blob))
+            if not signatures:
+                msg = f"{source}: a blank line but no signature lines follow the body"
+                raise CheckpointError(msg)
+        return cls(origin, int(size_text), root, tuple(extensions), tuple(signatures))

@@ -1,0 +1,533 @@
+"""Provenance leaves: one canonical JSON document (RFC 8785, JCS) per catalogue tile.
+
+Why JCS rather than deterministic CBOR (RFC 8949 section 4.2): a leaf is something a user
+reads. A JCS leaf is plain UTF-8 JSON that any JSON tool parses and any text viewer shows, so a
+user can check by eye what was signed; it needs no CBOR library (none ships with Python), and
+the canonical form is easy to re-derive independently (sorted keys, no whitespace, ECMAScript
+number formatting). A record is made only of strings, integers and lists, where JCS is exact.
+Leaves are stored one per line in ``provenance/leaves.jsonl``: JCS never emits a raw newline, so
+the line *is* the leaf, byte for byte.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import re
+from collections.abc import Iterable, Mapping, Sequence
+
+from catalog._merkle import ProvenanceError
+
+__all__ = [
+    "LEAF_SCHEMA",
+    "RECORD_KEYS",
+    "canonical_json",
+    "leaf_bytes",
+    "parse_leaf",
+]
+
+#: Schema version written into every leaf (key ``"schema"``).
+LEAF_SCHEMA = "hubcat.leaf/1"
+
+#: The keys of a catalogue record (one per tile), as agreed with :class:`catalog.Catalogue`.
+RECORD_KEYS: tuple[str, ...] = (
+    "tile_id",
+    "source",
+    "source_sha256",
+    "hdu",
+    "zoom",
+    "box",
+    "tiling_digest",
+    "tile_sha256",
+    "model",
+    "weights_sha256",
+    "preprocessing_digest",
+    "embedding_sha256",
+    "embedding_dtype",
+    "embedding_shape",
+    "volunteers",
+    "software_version",
+)
+
+_SHA256_KEYS = ("source_sha256", "tile_sha256", "weights_sha256", "embedding_sha256")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_MAX_SAFE_INT = 2**53 - 1
+
+
+# --------------------------------------------------------------------------- RFC 8785
+
+
+def _es_number(value: float) -> str:
+    """ECMAScript ``Number.prototype.toString`` of a finite double (RFC 8785 section 3.2.2.3)."""
+    if value == 0:
+        return "0"
+    if value < 0:
+        return "-" + _es_number(-value)
+    # repr gives the shortest round-tripping digits (as ECMAScript does); only the layout differs.
+    mantissa, _, exp_text = repr(value).partition("e")
+    int_part, _, frac_part = mantissa.partition(".")
+    all_digits = (int_part + frac_part).lstrip("0")
+    digits = all_digits.rstrip("0")
+    # value = int(digits) * 10**scale
+    scale = int(exp_text or 0) - len(frac_part) + (len(all_digits) - len(digits))
+    k = len(digits)
+    n = k + scale  # value = 0.digits * 10**n
+    if k <= n <= 21:
+        return digits + "0" * (n - k)
+    if 0 < n <= 21:
+        return digits[:n] + "." + digits[n:]
+    if -6 < n <= 0:
+        return "0." + "0" * (-n) + digits
+    e = n - 1
+    head = digits[0] + ("." + digits[1:] if k > 1 else "")
+    return f"{head}e{'+' if e >= 0 else '-'}{abs(e)}"
+
+
+_ESCAPES = {
+    '"': '\\"',
+    "\\": "\\\\",
+    "\b": "\\b",
+    "\f": "\\f",
+    "\n": "\\n",
+    "\r": "\\r",
+    "\t": "\\t",
+}
+
+
+def _es_string(text: str) -> str:
+    out = ['"']
+    for ch in text:
+        if ch in _ESCAPES:
+            out.append(_ESCAPES[ch])
+        elif ch < " ":
+            out.append(f"\\u{ord(ch):04x}")
+        elif 0xD800 <= ord(ch) <= 0xDFFF:
+            msg = f"string {text!r} holds a lone surrogate, which JSON (RFC 8785) cannot encode"
+            raise ProvenanceError(msg)
+        else:
+            out.append(ch)
+    out.append('"')
+    return "".join(out)
+
+
+def _serialise(value: object, out: list[str], path: str) -> None:
+    if value is None:
+        out.append("null")
+    elif value is True:
+        out.append("true")
+    elif value is False:
+        out.append("false")
+    elif isinstance(value, str):
+        out.append(_es_string(value))
+    elif isinstance(value, numbers.Integral):
+        number = int(value)
+        if abs(number) > _MAX_SAFE_INT:
+            msg = (
+                f"{path} = {number} is outside the integers JSON represents exactly "
+                f"(|n| <= 2**53 - 1, RFC 8785 / I-JSON); store it as a string"
+            )
+            raise ProvenanceError(msg)
+        out.append(str(number))
+    elif isinstance(value, numbers.Real):
+        number = float(value)
+        if not math.isfinite(number):
+            msg = f"{path} = {number} is not a finite number; JSON (RFC 8785) cannot encode it"
+            raise ProvenanceError(msg)
+        out.append(_es_number(number))
+    elif isinstance(value, Mapping):
+        keys = list(value)
+        for key in keys:
+            if not isinstance(key, str):
+                msg = f"{path} has a non-string key {key!r}; JSON object keys must be strings"
+                raise ProvenanceError(msg)
+        # RFC 8785 section 3.2.3: sort by UTF-16 code units.
+        keys.sort(key=lambda k: k.encode("utf-16-be"))
+        out.append("{")
+        for i, key in enumerate(keys):
+            if i:
+                out.append(",")
+            out.append(_es_string(key))
+            out.append(":")
+            _serialise(value[key], out, f"{path}.{key}")
+        out.append("}")
+    elif isinstance(value, Sequence | Iterable) and not isinstance(value, bytes | bytearray):
+        out.append("[")
+        for i, item in enumerate(value):
+            if i:
+                out.append(",")
+            _serialise(item, out, f"{path}[{i}]")
+        out.append("]")
+    else:
+        msg = f"{path} is a {type(value).__name__}, which has no JSON form; use str, int or list"
+        raise ProvenanceError(msg)
+
+
+def canonical_json(value: object) -> bytes:
+    """RFC 8785 (JSON Canonicalization Scheme) serialisation of ``value`` as UTF-8 bytes.
+
+    Objects have their keys sorted by UTF-16 code units, there is no whitespace, strings use the
+    minimal JSON escapes and numbers the ECMAScript shortest form.
+
+    Parameters
+    ----------
+    value : object
+        ``None``, bool, str, int, float, mappings with str keys and sequences thereof
+        (NumPy scalars and arrays are accepted as numbers and sequences).
+
+    Returns
+    -------
+    bytes
+
+    Raises
+    ------
+    ProvenanceError
+        For a value with no JSON form (bytes, NaN, an integer beyond 2**53 - 1, a lone
+        surrogate, a non-string key).
+    """
+    out: list[str] = []
+    _serialise(value, out, "value")
+    return "".join(out).encode("utf-8")
+
+
+# --------------------------------------------------------------------------- leaves
+
+
+def _plain(value: object) -> object:
+    """NumPy scalars and arrays to Python ints, floats and lists."""
+    if hasattr(value, "tolist") and not isinstance(value, str | bytes):
+        return value.tolist()
+    return value
+
+
+def _check_record(record: Mapping[str, object], position: int) -> dict:
+    if not isinstance(record, Mapping):
+        msg = f"record {position} is a {type(record).__name__}, not a dict of the tile's provenance"
+        raise ProvenanceError(msg)
+    tile = record.get("tile_id", f"#{position}")
+    keys = set(record)
+    missing = [k for k in RECORD_KEYS if k not in keys]
+    extra = sorted(keys - set(RECORD_KEYS))
+    if missing or extra:
+        msg = (
+            f"record of tile {tile!r} (position {position}) has the wrong keys: missing {missing}, "
+            f"unexpected {extra}; a record has exactly {list(RECORD_KEYS)}"
+        )
+        raise ProvenanceError(msg)
+    clean = {k: _plain(record[k]) for k in RECORD_KEYS}
+    problems = []
+    for k in ("tile_id", "source", "tiling_digest", "model", "preprocessing_digest"):
+        if not isinstance(clean[k], str) or not clean[k]:
+            problems.append(f"{k}={clean[k]!r} must be a non-empty string")
+    if not isinstance(clean["software_version"], str):
+        problems.append(f"software_version={clean['software_version']!r} must be a string")
+    for k in _SHA256_KEYS:
+        if not isinstance(clean[k], str) or not _HEX64.fullmatch(clean[k]):
+            problems.append(f"{k}={clean[k]!r} must be 64 lowercase hex digits (a sha256)")
+    if not isinstance(clean["hdu"], int | str) or isinstance(clean["hdu"], bool):
+        problems.append(f"hdu={clean['hdu']!r} must be an HDU index (int) or name (str)")
+    if isinstance(clean["zoom"], bool) or not isinstance(clean["zoom"], int) or clean["zoom"] < 1:
+        problems.append(f"zoom={clean['zoom']!r} must be a positive int (the binning factor)")
+    box = clean["box"]
+    if (
+        not isinstance(box, list | tuple)
+        or len(box) != 4
+        or not all(isinstance(v, int) and not isinstance(v, bool) for v in box)
+    ):
+        problems.append(f"box={box!r} must be [x0, y0, width, height], four ints (source pixels)")
+    else:
+        clean["box"] = list(box)
+    if clean["embedding_dtype"] != "<f4":
+        problems.append(f"embedding_dtype={clean['embedding_dtype']!r} must be '<f4'")
+    shape = clean["embedding_shape"]
+    if (
+        not isinstance(shape, list | tuple)
+        or len(shape) != 1
+        or not isinstance(shape[0], int)
+        or shape[0] < 1
+    ):
+        problems.append(f"embedding_shape={shape!r} must be [D], one positive int")
+    else:
+        clean["embedding_shape"] = list(shape)
+    vols = clean["volunteers"]
+    if not isinstance(vols, list | tuple) or not all(isinstance(v, str) for v in vols):
+        problems.append(f"volunteers={vols!r} must be a list of str")
+    elif list(vols) != sorted(vols):
+        problems.append(f"volunteers={list(vols)!r} must be sorted")
+    else:
+        clean["volunteers"] = list(vols)
+    if problems:
+        msg = f"record of tile {tile!r} (position {position}) is not valid: " + "; ".join(problems)
+        raise ProvenanceError(msg)
+    return clean
+
+
+def leaf_bytes(record: Mapping[str, object], position: int = 0) -> bytes:
+    """The Merkle leaf of one tile: the RFC 8785 JSON of its record plus the schema version.
+
+    Parameters
+    ----------
+    record : mapping
+        The tile's record, with exactly the keys :data:`RECORD_KEYS`.
+    position : int
+        Its position in the log, used only in error messages.
+
+    Returns
+    -------
+    bytes
+        UTF-8 JSON, no newline inside.
+
+    Raises
+    ------
+    ProvenanceError
+        If a key is missing or extra, or a value has the wrong type or form (naming the tile).
+    """
+    clean = _check_record(record, position)
+    clean["schema"] = LEAF_SCHEMA
+    return canonical_json(clean)
+
+
+def parse_leaf(leaf: bytes) -> dict:
+    """Decode a stored leaf back into its record (with ``"schema"``).
+
+    Raises
+    ------
+    ProvenanceError
+        If the bytes are not JSON, not canonical, or of an unknown schema.
+    """
+    import json
+
+    try:
+        value = json.loads(leaf.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        msg = f"leaf {leaf[:60]!r}... is not UTF-8 JSON: {exc}"
+        raise ProvenanceError(msg) from None
+    if not isinstance(value, dict) or value.get("schema") != LEAF_SCHEMA:
+        schema = value.get("schema") if isinstance(value, dict) else None
+        msg = f"leaf has schema {schema!r}; this release reads {LEAF_SCHEMA!r}"
+        raise ProvenanceError(msg)
+    if canonical_json(value) != leaf:
+        msg = f"leaf of tile {value.get('tile_id')!r} is not in canonical (RFC 8785) form"
+        raise ProvenanceError(msg)
+    return value
+
+
+# --------------------------------------------------------------------------- the log's files
+
+#: Where the log lives inside a catalogue's object store.
+PREFIX = "provenance/"
+LEAVES_KEY = PREFIX + "leaves.jsonl"
+LEAF_HASHES_KEY = PREFIX + "leaf_hashes.bin"
+CHECKPOINT_KEY = PREFIX + "checkpoint"
+PUBLIC_KEY_KEY = PREFIX + "public_key"
+FORMAT = "hubcat.provenance/1"
+
+
+def checkpoint_history_key(size: int) -> str:
+    """Key of the checkpoint of the version with ``size`` leaves."""
+    return f"{PREFIX}checkpoints/{size}"
+
+
+def consistency_key(old_size: int, new_size: int) -> str:
+    """Key of the consistency proof between two versions."""
+    return f"{PREFIX}consistency/{old_size}-{new_size}.json"
+
+
+def encode_leaves(leaves: Sequence[bytes]) -> bytes:
+    """The bytes of ``leaves.jsonl``: each leaf followed by a newline."""
+    return b"".join(leaf + b"\n" for leaf in leaves)
+
+
+def decode_leaves(data: bytes, source: str = LEAVES_KEY) -> list[bytes]:
+    """Split ``leaves.jsonl`` back into leaves.
+
+    Raises
+    ------
+    ProvenanceError
+        If the file does not end with a newline (truncated).
+    """
+    if not data:
+        return []
+    if not data.endswith(b"\n"):
+        msg = f"{source} does not end with a newline: the file is truncated"
+        raise ProvenanceError(msg)
+    return data[:-1].split(b"\n")
+
+
+def _previous_state(previous: Mapping[str, object]) -> tuple[int, bytes, str | None]:
+    if not isinstance(previous, Mapping):
+        msg = f"previous must be the previous version's provenance dict; got {type(previous).__name__}"
+        raise ProvenanceError(msg)
+    size = previous.get("tree_size")
+    root = previous.get("root")
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        msg = f"previous provenance has tree_size={size!r}; expected a non-negative int"
+        raise ProvenanceError(msg)
+    try:
+        root_bytes = bytes.fromhex(root) if isinstance(root, str) else b""
+    except ValueError:
+        root_bytes = b""
+    if len(root_bytes) != 32:
+        msg = f"previous provenance has root={root!r}; expected 64 hex digits"
+        raise ProvenanceError(msg)
+    origin = previous.get("origin")
+    return size, root_bytes, origin if isinstance(origin, str) else None
+
+
+def _first_changed(store, previous: Mapping[str, object], leaves: Sequence[bytes]) -> str:
+    """Name the first old leaf that differs, when the previous leaves file can be read."""
+    files = previous.get("files")
+    key = files.get("leaves") if isinstance(files, Mapping) else None
+    if not isinstance(key, str):
+        return ""
+    try:
+        old = decode_leaves(store.get(key), key)
+    except Exception:  # the old file is gone or unreadable: nothing more to name
+        return ""
+    for i, (a, b) in enumerate(zip(old, leaves, strict=False)):
+        if a != b:
+            tile = parse_leaf_lenient(a).get("tile_id", f"#{i}")
+            return f"; the first difference is leaf {i} (tile {tile!r})"
+    return ""
+
+
+def parse_leaf_lenient(leaf: bytes) -> dict:
+    """Decode a leaf as JSON without any check; ``{}`` if it is not a JSON object."""
+    import json
+
+    try:
+        value = json.loads(leaf.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def build_provenance(records, store, signing_key=None, previous=None, *, origin=None) -> dict:
+    """Write the Merkle log of a catalogue version and return its manifest entry.
+
+    Parameters
+    ----------
+    records : sequence of dict
+        One record per tile, in leaf order, with exactly the keys :data:`RECORD_KEYS`.
+        A new version lists the previous version's records first, unchanged.
+    store : tiling.storage.ObjectStore
+        The catalogue's store; files go under ``provenance/``.
+    signing_key : SigningKey, str, path-like or None
+        The operator's Ed25519 key (or its file). ``None`` writes an unsigned checkpoint.
+    previous : dict or None
+        The previous version's provenance dict (``manifest["provenance"]``); the new log must
+        extend it, and the consistency proof between the two is written and returned.
+    origin : str or None
+        Checkpoint origin line (the log's identity). Default: the previous version's origin,
+        else ``"hubcat/<key name>"``.
+
+    Returns
+    -------
+    dict
+        JSON-ready: ``format``, ``leaf_schema``, ``leaf_encoding``, ``tree_size``, ``root``
+        (hex), ``origin``, ``checkpoint`` (note text), ``signed``, ``public_key`` (verifier key
+        text or None), ``files`` (keys in ``store``), ``previous`` (size and root or None),
+        ``consistency_proof`` (hex list or None).
+
+    Raises
+    ------
+    ProvenanceError
+        If a record is invalid (naming the tile), two records share a tile_id, or the records do
+        not extend ``previous`` (old rows changed, removed or reordered).
+    """
+    from pathlib import Path
+
+    from catalog._checkpoint import Checkpoint, SigningKey, load_signing_key
+    from catalog._merkle import MerkleTree, consistency_failure, leaf_hashes
+
+    leaves = [leaf_bytes(record, i) for i, record in enumerate(records)]
+    seen: dict[str, int] = {}
+    for i, record in enumerate(records):
+        tile = record["tile_id"]
+        if tile in seen:
+            msg = (
+                f"tile_id {tile!r} appears twice (records {seen[tile]} and {i}); one leaf per tile"
+            )
+            raise ProvenanceError(msg)
+        seen[tile] = i
+    hashes = leaf_hashes(leaves)
+    tree = MerkleTree(hashes)
+    size, root = tree.size, tree.root
+
+    key = signing_key
+    if key is not None and not isinstance(key, SigningKey):
+        key = load_signing_key(Path(key))
+
+    proof_hex = None
+    prev_entry = None
+    prev_origin = None
+    if previous is not None:
+        old_size, old_root, prev_origin = _previous_state(previous)
+        if old_size > size:
+            msg = (
+                f"the new version has {size} tiles but the previous one had {old_size}; "
+                "a new catalogue version may only append tiles"
+            )
+            raise ProvenanceError(msg)
+        if old_size:
+            proof = tree.consistency_proof(old_size)
+            failure = consistency_failure(old_size, size, old_root, root, proof)
+            if failure:
+                msg = (
+                    f"the first {old_size} records do not reproduce the previous version's root "
+                    f"{old_root.hex()}: old rows were changed, removed or reordered"
+                    f"{_first_changed(store, previous, leaves)}. A new version must list the "
+                    "previous records first, unchanged, and only append"
+                )
+                raise ProvenanceError(msg)
+            proof_hex = [p.hex() for p in proof]
+        prev_entry = {"tree_size": old_size, "root": old_root.hex()}
+
+    if origin is None:
+        origin = prev_origin or f"hubcat/{key.name if key else 'unsigned'}"
+    checkpoint = Checkpoint(origin, size, root)
+    if key is not None:
+        checkpoint = checkpoint.signed(key)
+    text = checkpoint.text
+
+    files = {
+        "leaves": LEAVES_KEY,
+        "leaf_hashes": LEAF_HASHES_KEY,
+        "checkpoint": CHECKPOINT_KEY,
+        "checkpoint_history": checkpoint_history_key(size),
+        "public_key": PUBLIC_KEY_KEY if key is not None else None,
+        "consistency": None,
+    }
+    store.put(LEAVES_KEY, encode_leaves(leaves))
+    store.put(LEAF_HASHES_KEY, hashes)
+    if key is not None:
+        store.put(PUBLIC_KEY_KEY, (key.verifier.text + "\n").encode())
+    if prev_entry is not None and proof_hex is not None:
+        files["consistency"] = consistency_key(prev_entry["tree_size"], size)
+        import json
+
+        doc = {
+            "old_size": prev_entry["tree_size"],
+            "new_size": size,
+            "old_root": prev_entry["root"],
+            "new_root": root.hex(),
+            "proof": proof_hex,
+        }
+        store.put(files["consistency"], json.dumps(doc, indent=1).encode())
+    store.put(checkpoint_history_key(size), text.encode())
+    store.put(CHECKPOINT_KEY, text.encode())
+    return {
+        "format": FORMAT,
+        "leaf_schema": LEAF_SCHEMA,
+        "leaf_encoding": "RFC 8785 (JCS) UTF-8 JSON, one leaf per line of leaves.jsonl",
+        "tree": "RFC 6962 / RFC 9162, SHA-256",
+        "tree_size": size,
+        "root": root.hex(),
+        "origin": origin,
+        "checkpoint": text,
+        "signed": key is not None,
+        "key_name": key.name if key is not None else None,
+        "public_key": key.verifier.text if key is not None else None,
+        "files": files,
+        "previous": prev_entry,
+        "consistency_proof": proof_hex,
+    }

@@ -1,0 +1,102 @@
+"""Provenance of a catalogue: an RFC 6962 Merkle log of every tile, signed tree heads, proofs.
+
+Every catalogue row (tile) has one leaf: the RFC 8785 canonical JSON of its record (source and its
+sha256, HDU, zoom, pixel box, tiling digest, tile bytes sha256, model and weights sha256,
+preprocessing digest, embedding sha256 with dtype and shape, agreeing volunteers, software
+version, schema version). The leaves form an RFC 6962 / RFC 9162 Merkle tree whose size and root
+are published in a C2SP checkpoint signed with the operator's Ed25519 key. Anyone holding the
+catalogue and the public key can re-hash the tiles and embeddings, check the root and signature,
+get an inclusion proof of one tile, and check that a new version only appended to an old one.
+
+Files, under ``provenance/`` of the catalogue store:
+
+``leaves.jsonl``
+    the leaves in log order, one per line (the line without its newline is the leaf);
+``leaf_hashes.bin``
+    their RFC 6962 leaf hashes, 32 bytes each, for fast proofs;
+``checkpoint`` and ``checkpoints/<size>``
+    the signed tree head of this version, and of every version;
+``consistency/<old>-<new>.json``
+    the consistency proof from the previous version;
+``public_key``
+    the operator's verifier key (signed-note format).
+
+Examples
+--------
+>>> from catalog import provenance
+>>> leaves = [b"a", b"b", b"c"]
+>>> root = provenance.merkle_root(leaves)
+>>> proof = provenance.inclusion_proof(leaves, 2)
+>>> provenance.verify_inclusion(provenance.hash_leaf(b"c"), 2, 3, proof, root)
+True
+"""
+
+from __future__ import annotations
+
+from catalog._checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    SignatureError,
+    SigningKey,
+    SigningKeyError,
+    VerifierKey,
+    generate_signing_key,
+    load_or_create_signing_key,
+    load_signing_key,
+    load_verifier_key,
+)
+from catalog._leaves import (
+    LEAF_SCHEMA,
+    RECORD_KEYS,
+    build_provenance,
+    canonical_json,
+    leaf_bytes,
+    parse_leaf,
+)
+from catalog._merkle import (
+    EMPTY_ROOT,
+    MerkleTree,
+    ProofError,
+    ProvenanceError,
+    ProvenanceNotFoundError,
+    VerificationError,
+    consistency_proof,
+    hash_children,
+    hash_leaf,
+    inclusion_proof,
+    merkle_root,
+    verify_consistency,
+    verify_inclusion,
+)
+
+__all__ = [
+    "EMPTY_ROOT",
+    "LEAF_SCHEMA",
+    "RECORD_KEYS",
+    "Checkpoint",
+    "CheckpointError",
+    "MerkleTree",
+    "ProofError",
+    "ProvenanceError",
+    "ProvenanceNotFoundError",
+    "SignatureError",
+    "SigningKey",
+    "SigningKeyError",
+    "VerificationError",
+    "VerifierKey",
+    "build_provenance",
+    "canonical_json",
+    "consistency_proof",
+    "generate_signing_key",
+    "hash_children",
+    "hash_leaf",
+    "inclusion_proof",
+    "leaf_bytes",
+    "load_or_create_signing_key",
+    "load_signing_key",
+    "load_verifier_key",
+    "merkle_root",
+    "parse_leaf",
+    "verify_consistency",
+    "verify_inclusion",
+]
