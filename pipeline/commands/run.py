@@ -1,0 +1,132 @@
+"""``hubcat run``: tile, embed and catalogue mosaics; resumable, one bad source never stops it."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+__all__ = ["EXIT_PARTIAL", "register", "run_command"]
+
+#: Exit status when the catalogue was written but some sources or units failed.
+EXIT_PARTIAL = 3
+
+
+def _zooms(text: str) -> tuple[int, ...]:
+    try:
+        zooms = tuple(int(z) for z in text.replace(" ", "").split(",") if z)
+    except ValueError:
+        msg = f"--zooms {text!r}: expected comma-separated binning factors, e.g. 1,2,4"
+        raise argparse.ArgumentTypeError(msg) from None
+    if not zooms:
+        msg = "--zooms needs at least one binning factor, e.g. 1"
+        raise argparse.ArgumentTypeError(msg)
+    return zooms
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "run",
+        help="tile, embed and catalogue mosaics (local files, S3, MAST); resumable",
+        description=(
+            "Tile every source into the tile store, embed the tiles on a Dask grid and build "
+            "(or extend) the catalogue at --out. The plan and the state of every source are "
+            "recorded under CATALOGUE/run/: if the run is killed, re-run the same command and it "
+            "continues without recomputing finished work. A source that cannot be read is "
+            "reported with its reason and the others complete. Exit status: 0 all done, "
+            f"{EXIT_PARTIAL} catalogue written but something failed, 1 error."
+        ),
+    )
+    parser.add_argument(
+        "sources",
+        nargs="*",
+        metavar="SOURCE",
+        help="FITS path, folder, glob, s3://bucket/key.fits, s3://bucket/prefix/, or @LISTFILE",
+    )
+    parser.add_argument(
+        "--out", required=True, metavar="CATALOGUE", help="catalogue folder or s3:// prefix"
+    )
+    parser.add_argument("--store", metavar="URI", help="tile store (default: CATALOGUE/tiles)")
+    parser.add_argument(
+        "--scheduler", metavar="ADDRESS", help="Dask scheduler address (default: a local cluster)"
+    )
+    parser.add_argument("--workers", type=int, help="worker processes of the local cluster")
+    parser.add_argument(
+        "--mast",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="MAST HST dataset id, read anonymously from s3://stpubdata (repeatable)",
+    )
+    parser.add_argument(
+        "--suffix", default="drz", help="product suffix of --mast datasets (default: drz)"
+    )
+    parser.add_argument(
+        "--endpoint-url", metavar="URL", help="S3 endpoint (default: AWS_ENDPOINT_URL or AWS)"
+    )
+    parser.add_argument("--model", help="embedding model name (default: tf_efficientnet_lite0)")
+    parser.add_argument("--weights", metavar="FILE", help="local weights file for --model")
+    parser.add_argument("--zooms", type=_zooms, help="binning factors, e.g. 1,2,4")
+    parser.add_argument(
+        "--stride", type=int, help="step between tiles in tile pixels (default 224)"
+    )
+    parser.add_argument("--unit-size", type=int, help="tiles per work unit")
+    parser.add_argument(
+        "--signing-key", metavar="FILE", help="operator's Ed25519 key to sign the catalogue"
+    )
+    parser.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="try again the sources that failed in earlier runs",
+    )
+    parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.set_defaults(func=run_command)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    from pipeline.errors import SourceSpecError
+    from pipeline.run import run_pipeline
+
+    if not args.sources and not args.mast and not _has_plan(args.out):
+        msg = "no SOURCE given and no earlier run recorded at --out; name FITS files, s3:// URIs or --mast ids"
+        raise SourceSpecError(msg)
+    signing_key = None
+    if args.signing_key:
+        from catalog.provenance import load_signing_key
+
+        signing_key = load_signing_key(args.signing_key)
+    summary = run_pipeline(
+        args.sources,
+        args.out,
+        store=args.store,
+        scheduler=args.scheduler,
+        model=args.model,
+        weights=args.weights,
+        zooms=args.zooms,
+        stride=args.stride,
+        unit_size=args.unit_size,
+        signing_key=signing_key,
+        workers=args.workers,
+        mast=args.mast,
+        suffix=args.suffix,
+        endpoint_url=args.endpoint_url,
+        retry_failed=args.retry_failed,
+        progress=not (args.no_progress or args.json),
+    )
+    if args.json:
+        print(summary.to_json())
+    else:
+        print(summary.render())
+    sys.stdout.flush()
+    if summary.merkle_root is None:
+        return 1
+    return 0 if summary.ok else EXIT_PARTIAL
+
+
+def _has_plan(out: str) -> bool:
+    from pipeline.run import open_run_state
+
+    try:
+        return open_run_state(out).read_plan() is not None
+    except Exception:
+        return False

@@ -1,0 +1,19 @@
+"""Exceptions raised by :mod:`pipeline` (all derive from :class:`tiling.errors.HubcatError`)."""
+
+from __future__ import annotations
+
+from tiling.errors import HubcatError
+
+__all__ = ["RunError", "RunStateError", "SourceSpecError"]
+
+
+class SourceSpecError(HubcatError, ValueError):
+    """A source specification (MAST id, product suffix, list file) is malformed or unreadable."""
+
+
+class RunStateError(HubcatError, ValueError):
+    """A catalogue's run record does not match the requested run, or is unreadable."""
+
+
+class RunError(HubcatError, RuntimeError):
+    """A run could not complete a whole stage (not a single bad source, which is only reported)."""

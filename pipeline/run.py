@@ -1,0 +1,509 @@
+"""One resumable run: tile every source, embed the tiles on the grid, build the catalogue.
+
+>>> from pipeline.run import run_pipeline
+>>> summary = run_pipeline(["data/*.fits", "s3://bucket/mosaics/"], "catalogue/")
+>>> print(summary.render()); summary.merkle_root
+
+The run records its plan and the state of every source under ``<catalogue>/run/`` (see
+:mod:`pipeline._state`) and relies on the stores' own atomic records for finished work: a tiled
+mosaic is in the tile store, an accepted unit is in the embedding store. Killed at any moment
+(Ctrl-C, SIGKILL, machine loss), the same call continues where it stopped, recomputes nothing that
+was stored, and gives the same catalogue (same Merkle root) as an uninterrupted run. One bad
+source, one failing object or one failing unit never stops the batch: it is listed with its
+reason and can be retried alone (``retry_failed=True``, ``hubcat run --retry-failed``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+
+from pipeline._sources import resolve_sources
+from pipeline._state import RunPlan, RunState, SourceRecord, now
+from pipeline._summary import RunSummary, SourceOutcome
+from tiling.errors import HubcatError
+from tiling.storage import join_uri, open_object_store
+
+__all__ = ["RunSummary", "SourceOutcome", "open_run_state", "run_pipeline", "tile_store_uri"]
+
+log = logging.getLogger(__name__)
+
+#: Where the tile store goes when no ``store`` is given: beside the catalogue's files.
+DEFAULT_STORE = "tiles"
+
+
+def tile_store_uri(out: str | os.PathLike[str], store: str | os.PathLike[str] | None = None) -> str:
+    """URI of the tile store of the catalogue ``out`` (``<out>/tiles`` unless ``store`` given)."""
+    if store is not None:
+        return _norm(store)
+    return join_uri(_norm(out), DEFAULT_STORE)
+
+
+def _norm(uri: str | os.PathLike[str]) -> str:
+    text = os.fspath(uri)
+    if text.startswith("s3://"):
+        return text.rstrip("/")
+    if text.startswith("file://"):
+        text = text[len("file://") :]
+    return str(Path(text).expanduser().absolute())
+
+
+def open_run_state(out: str | os.PathLike[str]) -> RunState:
+    """The run record of catalogue ``out`` (``<out>/run/``)."""
+    return RunState(open_object_store(_norm(out)))
+
+
+@contextlib.contextmanager
+def _endpoint(endpoint_url: str | None) -> Iterator[None]:
+    """Point every boto3 client (here, in tiling, and in worker processes) at ``endpoint_url``."""
+    if not endpoint_url:
+        yield
+        return
+    saved = os.environ.get("AWS_ENDPOINT_URL")
+    os.environ["AWS_ENDPOINT_URL"] = endpoint_url
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("AWS_ENDPOINT_URL", None)
+        else:
+            os.environ["AWS_ENDPOINT_URL"] = saved
+
+
+class _Stages:
+    """Progress bars (rich) per stage, or nothing when ``progress`` is False."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self._progress = None
+
+    def __enter__(self) -> _Stages:
+        if self.enabled:
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+            )
+
+            self._progress = Progress(
+                TextColumn("[bold]{task.description:<10}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TextColumn("{task.fields[note]}"),
+                transient=False,
+                console=Console(stderr=True),
+            )
+            self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+    def add(self, name: str, total: int | None) -> int | None:
+        if self._progress is None:
+            return None
+        return self._progress.add_task(name, total=total, note="")
+
+    def advance(self, task: int | None, n: int = 1, note: str = "") -> None:
+        if self._progress is not None and task is not None:
+            self._progress.update(task, advance=n, note=note)
+
+    def update(self, task: int | None, **kwargs) -> None:
+        if self._progress is not None and task is not None:
+            self._progress.update(task, **kwargs)
+
+    def print(self, text: str) -> None:
+        if self._progress is not None:
+            self._progress.console.print(text, highlight=False, markup=False)
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    if not isinstance(exc, HubcatError):
+        text = f"{type(exc).__name__}: {text}"
+    return " ".join(text.split())
+
+
+def _count_tiles(report: object) -> int:
+    for name in ("tiles", "n_tiles", "added", "tiles_added"):
+        value = getattr(report, name, None)
+        if isinstance(value, int):
+            return value
+        if isinstance(value, Sequence):
+            return len(value)
+    if isinstance(report, dict):
+        for name in ("tiles", "n_tiles"):
+            if name in report:
+                value = report[name]
+                return value if isinstance(value, int) else len(value)
+    return 0
+
+
+def _tiling_config(zooms, stride, unit_size, tiling_config):
+    """The tiling configuration asked for, or None when nothing was (then the recorded one)."""
+    from tiling import TilingConfig
+
+    if tiling_config is not None:
+        return tiling_config
+    if zooms is None and stride is None and unit_size is None:
+        return None
+    kwargs: dict = {}
+    if zooms is not None:
+        kwargs["zooms"] = tuple(zooms)
+    if stride is not None:
+        kwargs["stride"] = stride
+    if unit_size is not None:
+        kwargs["unit_size"] = unit_size
+    return TilingConfig(**kwargs)
+
+
+def run_pipeline(
+    sources: Iterable[str | os.PathLike[str]] = (),
+    out: str | os.PathLike[str] = "catalogue",
+    *,
+    store: str | os.PathLike[str] | None = None,
+    scheduler: str | None = None,
+    client=None,
+    model: str | None = None,
+    weights: str | os.PathLike[str] | None = None,
+    zooms: Sequence[int] | None = None,
+    stride: int | None = None,
+    unit_size: int | None = None,
+    tiling_config=None,
+    grid_config=None,
+    signing_key=None,
+    workers: int | None = None,
+    mast: Sequence[str] = (),
+    suffix: str = "drz",
+    endpoint_url: str | None = None,
+    retry_failed: bool = False,
+    progress: bool = True,
+) -> RunSummary:
+    """Tile, embed and catalogue ``sources`` into ``out``, resuming any earlier run there.
+
+    Parameters
+    ----------
+    sources : iterable of str or path-like
+        Local paths, folders or globs; ``s3://bucket/key`` or ``s3://bucket/prefix/``;
+        ``@listfile``. Sources planned by an earlier run of ``out`` are kept (and resumed).
+    out : str or path-like
+        Catalogue root: local folder or ``s3://bucket/prefix``. ``Catalogue.open(out)`` opens
+        the result.
+    store : str or path-like, optional
+        Tile store URI (default: ``<out>/tiles``).
+    scheduler : str, optional
+        Address of a Dask scheduler (``tcp://host:8786``); default: a ``LocalCluster`` with real
+        worker processes.
+    client : distributed.Client, optional
+        An existing client (takes precedence over ``scheduler``).
+    model, weights : str, optional
+        Embedding model name (default: ``tf_efficientnet_lite0``) and a local weights file.
+    zooms, stride, unit_size : optional
+        Tiling parameters (binning factors; step between tiles in tile pixels; tiles per work
+        unit); default: :class:`tiling.TilingConfig`'s. Ignored when ``tiling_config`` is given.
+    tiling_config : tiling.TilingConfig, optional
+    grid_config : grid.GridConfig, optional
+    signing_key : optional
+        Operator's Ed25519 private key for the catalogue's signed checkpoint.
+    workers : int, optional
+        Worker processes of the local cluster (default: the grid's default).
+    mast : sequence of str
+        MAST dataset ids to add (``s3://stpubdata/hst/public/...``, read anonymously).
+    suffix : str
+        Product suffix of the MAST datasets (``drz``, ``drc``, ...).
+    endpoint_url : str, optional
+        S3 endpoint for every ``s3://`` URI of the run (default: ``AWS_ENDPOINT_URL`` or AWS).
+    retry_failed : bool
+        Try again the sources that failed in earlier runs (otherwise they are skipped).
+    progress : bool
+        Progress bars per stage and the dashboard link.
+
+    Returns
+    -------
+    RunSummary
+        Sources done / skipped / failed with reasons, tiles, units (computed vs. reused), time per
+        stage, catalogue version and Merkle root (hex).
+
+    Raises
+    ------
+    SourceSpecError
+        A malformed MAST id, suffix or list file (before any work starts).
+    RunStateError
+        ``out`` holds a run with other parameters (tile store, model, weights, tiling).
+    """
+    with _endpoint(endpoint_url):
+        return _run(
+            sources,
+            out,
+            store=store,
+            scheduler=scheduler,
+            client=client,
+            model=model,
+            weights=weights,
+            tiling_config=_tiling_config(zooms, stride, unit_size, tiling_config),
+            grid_config=grid_config,
+            signing_key=signing_key,
+            workers=workers,
+            mast=mast,
+            suffix=suffix,
+            endpoint_url=endpoint_url,
+            retry_failed=retry_failed,
+            progress=progress,
+        )
+
+
+def _run(
+    sources,
+    out,
+    *,
+    store,
+    scheduler,
+    client,
+    model,
+    weights,
+    tiling_config,
+    grid_config,
+    signing_key,
+    workers,
+    mast,
+    suffix,
+    endpoint_url,
+    retry_failed,
+    progress,
+) -> RunSummary:
+    from embeddings import EmbeddingStore, load_model
+    from tiling import TileStore, TilingConfig
+
+    started = now()
+    t_start = time.perf_counter()
+    specs, rejected = resolve_sources(
+        [os.fspath(s) for s in sources], mast=mast, suffix=suffix, endpoint_url=endpoint_url
+    )
+    out_uri = _norm(out)
+    out_store = open_object_store(out_uri)
+    state = RunState(out_store)
+    # what is not given is taken from the recorded plan, so re-running resumes as it was started
+    recorded = state.read_plan()
+    if recorded is not None:
+        store = store if store is not None else recorded.store
+        if model is None and weights is None:
+            model, weights = recorded.model, recorded.weights
+        if tiling_config is None:
+            tiling_config = TilingConfig.from_dict(recorded.tiling)
+    tiling_config = tiling_config or TilingConfig()
+    store_uri = tile_store_uri(out_uri, store)
+
+    emb_model = load_model(model, weights)
+    plan = RunPlan(
+        store=store_uri,
+        model=emb_model.name,
+        weights=None if weights is None else os.fspath(weights),
+        tiling=tiling_config.to_dict(),
+        tiling_digest=tiling_config.digest(),
+        sources=[s.uri for s in specs],
+    )
+    plan, _new = state.reconcile(plan)
+    attempt = state.next_attempt()
+    state.write_attempt(attempt, {"attempt": attempt, "started": started, "finished": None})
+
+    summary = RunSummary(
+        catalogue=out_uri,
+        tile_store=store_uri,
+        model=emb_model.name,
+        model_digest=emb_model.digest,
+        weights_sha256=emb_model.weights_sha256,
+        attempt=attempt,
+    )
+    given = {s.uri: s for s in specs}
+
+    with _Stages(progress) as stages:
+        # ---------------------------------------------------------------- tiling
+        t0 = time.perf_counter()
+        tile_store = TileStore.open_or_create(store_uri, tiling_config)
+        task = stages.add("tiling", len(plan.sources))
+        for uri in plan.sources:
+            record = state.source(uri)
+            outcome = _tile_one(
+                tile_store, state, record, given.get(uri), retry_failed, stages, task
+            )
+            summary.sources.append(outcome)
+            stages.advance(task, note=Path(uri).name)
+        for rej in rejected:
+            summary.sources.append(SourceOutcome(rej.given, "failed", rej.reason))
+        summary.stage_seconds["tiling"] = time.perf_counter() - t0
+        summary.tiles_added = sum(s.tiles for s in summary.done)
+
+        # ---------------------------------------------------------------- embedding
+        t0 = time.perf_counter()
+        units = tile_store.units()
+        summary.tiles = len(tile_store.metadata())
+        summary.units = len(units)
+        embedding_store = EmbeddingStore(tile_store.uri, emb_model)
+        todo = [u for u in units if not embedding_store.has(u.unit_key)]
+        summary.units_reused = len(units) - len(todo)
+        task = stages.add("embedding", len(units))
+        stages.update(
+            task, completed=summary.units_reused, note=f"{summary.units_reused} already done"
+        )
+        if todo:
+            report, dashboard = _embed(
+                tile_store,
+                emb_model,
+                model,
+                weights,
+                scheduler=scheduler,
+                client=client,
+                grid_config=grid_config,
+                workers=workers,
+                stages=stages,
+                task=task,
+            )
+            summary.dashboard = dashboard
+            done_now = {u.unit_key for u in todo if embedding_store.has(u.unit_key)}
+            summary.units_computed = len(done_now)
+            failed = [u for u in todo if u.unit_key not in done_now]
+            summary.units_failed = len(failed)
+            reasons = _unit_reasons(report)
+            summary.unit_failures = [
+                {"unit_key": u.unit_key, "reason": reasons.get(u.unit_key, "no accepted result")}
+                for u in failed
+            ]
+            stages.update(task, completed=summary.units_reused + summary.units_computed)
+        summary.stage_seconds["embedding"] = time.perf_counter() - t0
+
+        # ---------------------------------------------------------------- catalogue
+        t0 = time.perf_counter()
+        if summary.tiles and (summary.units_reused + summary.units_computed):
+            from catalog import Catalogue
+
+            task = stages.add("catalogue", 1)
+            cat = Catalogue.build(out_store, tile_store, embedding_store, signing_key)
+            stages.advance(task)
+            _fill_catalogue(summary, cat.manifest)
+        summary.stage_seconds["catalogue"] = time.perf_counter() - t0
+
+    summary.stage_seconds["total"] = time.perf_counter() - t_start
+    state.write_attempt(
+        attempt,
+        {
+            "attempt": attempt,
+            "started": started,
+            "finished": now(),
+            "stage_seconds": summary.stage_seconds,
+            "units_computed": summary.units_computed,
+            "units_reused": summary.units_reused,
+            "tiles_added": summary.tiles_added,
+            "merkle_root": summary.merkle_root,
+        },
+    )
+    state.write_summary(summary.to_dict())
+    return summary
+
+
+def _tile_one(tile_store, state: RunState, record: SourceRecord, spec, retry_failed, stages, task):
+    uri = record.uri
+    if record.status == "done":
+        return SourceOutcome(
+            uri,
+            "skipped",
+            "already tiled by an earlier run",
+            record.tiles,
+            mosaic_id=record.mosaic_id,
+        )
+    if record.status == "failed" and not retry_failed:
+        return SourceOutcome(
+            uri, "skipped", f"failed in an earlier run ({record.reason}); retry with --retry-failed"
+        )
+    record.attempts += 1
+    t0 = time.perf_counter()
+    try:
+        report = tile_store.add_mosaic(uri)
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # one bad source never stops the batch
+        if not isinstance(exc, HubcatError):
+            log.exception("unexpected error while tiling %s", uri)
+        record.status, record.reason, record.error = "failed", _reason(exc), type(exc).__name__
+        record.seconds = time.perf_counter() - t0
+        state.write_source(record)
+        stages.print(f"failed: {uri}: {record.reason}")
+        return SourceOutcome(uri, "failed", record.reason, seconds=record.seconds)
+    record.status, record.reason, record.error = "done", "", ""
+    record.tiles = _count_tiles(report)
+    record.mosaic_id = str(getattr(report, "mosaic_id", "") or "")
+    record.source_sha256 = str(getattr(report, "source_sha256", "") or "")
+    record.seconds = time.perf_counter() - t0
+    state.write_source(record)
+    reason = ""
+    if getattr(report, "already_present", False) or getattr(report, "skipped", False):
+        reason = "same content already in the tile store"
+    return SourceOutcome(uri, "done", reason, record.tiles, record.seconds, record.mosaic_id)
+
+
+def _unit_reasons(report: object) -> dict[str, str]:
+    failures = getattr(report, "failures", None) or getattr(report, "failed", None) or {}
+    if isinstance(failures, dict):
+        return {str(k): str(v) for k, v in failures.items()}
+    out = {}
+    for item in failures if isinstance(failures, list | tuple) else ():
+        key = getattr(item, "unit_key", None) or (
+            item.get("unit_key") if isinstance(item, dict) else None
+        )
+        why = getattr(item, "reason", None) or (
+            item.get("reason") if isinstance(item, dict) else None
+        )
+        if key:
+            out[str(key)] = str(why)
+    return out
+
+
+def _embed(
+    tile_store, emb_model, model, weights, *, scheduler, client, grid_config, workers, stages, task
+):
+    """Run the missing units on the grid; return the grid's report and the dashboard link."""
+    from grid import GridConfig, run_units
+
+    config = grid_config or GridConfig()
+    if workers is not None and grid_config is None:
+        config = GridConfig(n_workers=int(workers))
+    own = None
+    try:
+        if client is None and scheduler:
+            from distributed import Client
+
+            client = own = Client(scheduler)
+        dashboard = getattr(client, "dashboard_link", None) if client is not None else None
+        if dashboard:
+            stages.print(f"Dask dashboard: {dashboard}")
+        report = run_units(
+            tile_store,
+            model_name=model,
+            weights=None if weights is None else os.fspath(weights),
+            client=client,
+            config=config,
+        )
+        dashboard = (
+            dashboard
+            or getattr(report, "dashboard", None)
+            or getattr(report, "dashboard_link", None)
+        )
+        return report, dashboard
+    finally:
+        if own is not None:
+            own.close()
+
+
+def _fill_catalogue(summary: RunSummary, manifest: dict) -> None:
+    prov = manifest.get("provenance") or {}
+    summary.merkle_root = prov.get("root") if isinstance(prov, dict) else None
+    summary.catalogue_version = manifest.get("version")
+    summary.catalogue_tiles = int(manifest.get("counts", {}).get("tiles", 0))
