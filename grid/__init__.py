@@ -1,1 +1,54 @@
-"""hubcat grid package."""
+"""Run embedding work units on Dask workers that nobody has to trust.
+
+>>> from grid import run_units, GridConfig
+>>> report = run_units(tile_store)            # doctest: +SKIP  (a LocalCluster by default)
+
+On the volunteer grid (``hubcat grid init|enroll|scheduler``) the scheduler runs the
+:mod:`grid.gate` preload and volunteers run ``dask worker ... --preload grid.volunteer``. Every
+unit's vectors are written to a result store, validated in the operator's process, compared
+across distinct volunteers, accepted into the :class:`embeddings.EmbeddingStore` and credited in
+an append-only ledger. See ``docs/grid.md``.
+"""
+
+from __future__ import annotations
+
+from grid._config import GridConfig
+from grid._ledger import CreditLedger, VolunteerSummary, cobblestones
+from grid._pki import Enrollment, GridAuthority, PeerIdentity, peer_identity
+from grid._records import UnitRecords
+from grid._results import ResultStore, agree, check_replica, cosines
+from grid._run import GridReport, run_units
+from grid.errors import (
+    AdmissionError,
+    EnrollmentError,
+    GridConfigError,
+    GridError,
+    InvalidResultError,
+    ModelVerificationError,
+    RemoteTaskError,
+)
+
+__all__ = [
+    "AdmissionError",
+    "CreditLedger",
+    "Enrollment",
+    "EnrollmentError",
+    "GridAuthority",
+    "GridConfig",
+    "GridConfigError",
+    "GridError",
+    "GridReport",
+    "InvalidResultError",
+    "ModelVerificationError",
+    "PeerIdentity",
+    "RemoteTaskError",
+    "ResultStore",
+    "UnitRecords",
+    "VolunteerSummary",
+    "agree",
+    "check_replica",
+    "cobblestones",
+    "cosines",
+    "peer_identity",
+    "run_units",
+]

@@ -1,0 +1,116 @@
+"""Configuration of a grid run: one dataclass, recorded with every run."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, fields
+
+from grid.errors import GridConfigError
+
+__all__ = ["GridConfig"]
+
+
+@dataclass(frozen=True)
+class GridConfig:
+    """Parameters of a grid run (redundancy, validation, churn, credit, workers).
+
+    Parameters
+    ----------
+    min_quorum : int or None
+        Number of agreeing replicas, on distinct volunteers, that accept a unit. ``None`` means
+        1 on a ``LocalCluster`` that :func:`grid.run_units` starts itself (trusted local
+        processes) and 2 on any other cluster.
+    max_replicas : int
+        Cap on replicas of one unit; a unit still without a quorum is marked ``disputed``.
+    min_cosine : float
+        Two replicas agree when every tile's vectors have cosine similarity >= this value.
+        The default is calibrated on honest runs (``benchmarks/grid.py`` measures
+        ``1 - cos`` between machines and thread counts; it is below 1e-6) with a safety margin.
+    norm_tolerance : float
+        Every vector must have ``|norm - 1| <= norm_tolerance`` (vectors are L2-normalised).
+    trust_after : int
+        Consecutive valid results after which a volunteer is trusted (adaptive replication).
+    spot_check_rate : float
+        Probability that a unit given to a trusted volunteer is replicated anyway.
+    canary_rate : float
+        Probability that a trusted volunteer is sent an already-accepted unit (a known answer).
+    replica_timeout : float
+        Seconds a replica restricted to other volunteers may wait before it is re-planned, so a
+        restriction never hangs (s).
+    idle_timeout : float
+        Seconds without any worker or progress after which :func:`grid.run_units` stops
+        cleanly, leaving pending units for a later run (s).
+    n_workers : int
+        Worker processes of the local cluster started when no client is given.
+    threads_per_worker : int
+        Threads per local worker process (also torch's intra-op threads on the worker).
+    allowed_failures : int
+        ``distributed.scheduler.allowed-failures``: worker deaths a task survives.
+    worker_ttl : str
+        ``distributed.scheduler.worker-ttl``: a silent worker is removed after this time.
+    flop_per_forward : float
+        FLOP of one forward pass of the model on one 224x224 image, for credit (FLOP).
+    seed : int
+        Seed of the random choices (spot checks, canaries).
+    """
+
+    min_quorum: int | None = None
+    max_replicas: int = 5
+    min_cosine: float = 0.9999
+    norm_tolerance: float = 1e-3
+    trust_after: int = 10
+    spot_check_rate: float = 0.1
+    canary_rate: float = 0.02
+    replica_timeout: float = 120.0
+    idle_timeout: float = 600.0
+    n_workers: int = 2
+    threads_per_worker: int = 1
+    allowed_failures: int = 10
+    worker_ttl: str = "60s"
+    flop_per_forward: float = 0.77e9
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        def bad(name: str, expected: str) -> None:
+            msg = f"GridConfig.{name}={getattr(self, name)!r} is invalid: expected {expected}"
+            raise GridConfigError(msg)
+
+        if self.min_quorum is not None and not 1 <= self.min_quorum <= self.max_replicas:
+            bad("min_quorum", f"None or an integer in [1, max_replicas={self.max_replicas}]")
+        if self.max_replicas < 1:
+            bad("max_replicas", "an integer >= 1")
+        if not 0.0 < self.min_cosine <= 1.0:
+            bad("min_cosine", "a cosine in (0, 1]")
+        if not 0.0 < self.norm_tolerance < 1.0:
+            bad("norm_tolerance", "a value in (0, 1)")
+        for name in ("spot_check_rate", "canary_rate"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                bad(name, "a probability in [0, 1]")
+        for name in ("trust_after", "n_workers", "threads_per_worker", "allowed_failures"):
+            if getattr(self, name) < (0 if name == "trust_after" else 1):
+                bad(name, "a positive integer")
+        for name in ("replica_timeout", "idle_timeout", "flop_per_forward"):
+            if getattr(self, name) <= 0:
+                bad(name, "a positive number")
+
+    def quorum(self, local: bool) -> int:
+        """The effective minimum quorum (see ``min_quorum``)."""
+        if self.min_quorum is not None:
+            return self.min_quorum
+        return 1 if local else 2
+
+    def as_dict(self) -> dict:
+        """All parameters as a JSON-serialisable dict."""
+        return asdict(self)
+
+    def digest(self) -> str:
+        """sha256 of the parameters that change which vectors are accepted (hex)."""
+        keys = ("min_quorum", "max_replicas", "min_cosine", "norm_tolerance")
+        text = json.dumps({k: getattr(self, k) for k in keys}, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        """Names of every parameter."""
+        return [f.name for f in fields(cls)]

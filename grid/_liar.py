@@ -1,0 +1,73 @@
+"""A deliberately dishonest worker, for the self-test and the attack tests only.
+
+``dask worker ... --preload grid.volunteer --preload grid._liar`` with ``HUBCAT_LIAR_MODE`` set
+to one of :data:`MODES` makes this worker return bad results; ``HUBCAT_LIAR_RATE`` (default 1)
+is the fraction of its units it lies on. The validator must reject every one of them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+
+import numpy as np
+
+__all__ = ["MODES", "dask_setup"]
+
+MODES = ("perturb", "nan", "shape", "dtype", "hash")
+
+
+def _lie(mode: str, vectors: np.ndarray) -> np.ndarray:
+    rng = np.random.default_rng()
+    if mode == "perturb":  # plausible: unit norm, cosine ~0.99 with the truth
+        out = vectors + rng.normal(0.0, 0.003, vectors.shape).astype(np.float32)
+        return (out / np.linalg.norm(out, axis=1, keepdims=True)).astype(np.float32)
+    if mode == "nan":
+        out = vectors.copy()
+        out[0, 0] = np.nan
+        return out
+    if mode == "shape":
+        return vectors[:, : vectors.shape[1] // 2].copy()
+    return vectors
+
+
+def dask_setup(worker) -> None:
+    """Patch this worker process's task code to lie (see the module docstring)."""
+    import grid._task as task
+    from grid._results import ResultStore
+
+    mode = os.environ.get("HUBCAT_LIAR_MODE", "perturb")
+    rate = float(os.environ.get("HUBCAT_LIAR_RATE", "1"))
+    honest_compute = task.compute
+
+    def compute(model, tiles):
+        vectors = honest_compute(model, tiles)
+        return _lie(mode, vectors) if random.random() < rate else vectors
+
+    def write_result(store, unit_slug, replica, vectors):
+        if mode == "dtype" and random.random() < rate:
+            data = vectors.astype(np.float16).tobytes()
+            receipt = {
+                "sha256": hashlib.sha256(data).hexdigest(),
+                "shape": list(vectors.shape),
+                "dtype": "float16",
+            }
+        elif mode == "hash" and random.random() < rate:
+            data = np.ascontiguousarray(vectors, dtype="<f4").tobytes()
+            receipt = {
+                "sha256": hashlib.sha256(data).hexdigest(),
+                "shape": list(vectors.shape),
+                "dtype": "float32",
+            }
+            data = np.ascontiguousarray(_lie("perturb", vectors), dtype="<f4").tobytes()
+        else:
+            return ResultStore.write(store, unit_slug, replica, vectors)
+        vkey, rkey = ResultStore.keys(unit_slug, replica)
+        store.put(vkey, data)
+        store.put(rkey, json.dumps(receipt).encode())
+        return receipt["sha256"], tuple(receipt["shape"]), receipt["dtype"]
+
+    task.compute = compute
+    task.write_result = write_result

@@ -1,0 +1,445 @@
+"""The grid's private certificate authority, enrolment of volunteers, and TLS settings.
+
+One folder (the *grid directory*) holds everything the operator keeps::
+
+    ca.pem  ca.key            the private CA (key readable by the operator only)
+    scheduler.pem .key        the scheduler's certificate (OU=scheduler)
+    operator.pem  .key        the operator's client certificate (OU=operator)
+    volunteers/NAME.pem .key  each volunteer's certificate (OU=volunteer, CN=NAME)
+    enrolled.json             the register the scheduler gate reads (serial, expiry, revoked)
+
+A volunteer's certificate is short-lived: expiry is the normal revocation; ``revoke`` adds an
+immediate refusal on top of it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import json
+import os
+import re
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+from grid.errors import EnrollmentError
+
+__all__ = [
+    "OPERATOR_CN",
+    "SCHEDULER_CN",
+    "Enrollment",
+    "GridAuthority",
+    "PeerIdentity",
+    "peer_identity",
+]
+
+OPERATOR_CN = "hubcat-operator"
+SCHEDULER_CN = "hubcat-scheduler"
+ROLES = ("operator", "scheduler", "volunteer")
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{1,62}$")
+REGISTER = "enrolled.json"
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@dataclass(frozen=True)
+class PeerIdentity:
+    """Who is at the other end of a TLS connection, from its verified certificate."""
+
+    cn: str
+    role: str
+    serial: int
+    not_after: dt.datetime
+
+
+def peer_identity(peercert: dict | None) -> PeerIdentity | None:
+    """Identity from :meth:`ssl.SSLSocket.getpeercert` (``None`` when there is no certificate).
+
+    Parameters
+    ----------
+    peercert : dict or None
+        The decoded, already CA-verified peer certificate.
+    """
+    if not peercert:
+        return None
+    subject = {k: v for rdn in peercert.get("subject", ()) for (k, v) in rdn}
+    cn = subject.get("commonName", "")
+    role = subject.get("organizationalUnitName", "")
+    try:
+        serial = int(peercert.get("serialNumber", "0"), 16)
+        not_after = dt.datetime.strptime(peercert["notAfter"], "%b %d %H:%M:%S %Y %Z").replace(
+            tzinfo=dt.UTC
+        )
+    except (KeyError, ValueError):
+        return None
+    return PeerIdentity(cn=cn, role=role, serial=serial, not_after=not_after)
+
+
+@dataclass(frozen=True)
+class Enrollment:
+    """A volunteer's enrolment: certificate files, expiry and the command to run.
+
+    Attributes
+    ----------
+    name : str
+        Volunteer id (the certificate CN and the worker ``--name``).
+    cert, key : pathlib.Path
+        The volunteer's certificate and private key (hand both to the volunteer, with ``ca.pem``).
+    not_after : datetime.datetime
+        Expiry (UTC).
+    serial : int
+        Certificate serial number.
+    """
+
+    name: str
+    cert: Path
+    key: Path
+    ca: Path
+    not_after: dt.datetime
+    serial: int
+
+    def command(
+        self,
+        scheduler: str,
+        *,
+        nthreads: int = 1,
+        memory_limit: str = "4GiB",
+        lifetime: str = "8h",
+    ) -> str:
+        """The exact ``dask worker`` command the volunteer runs (one line)."""
+        args = [
+            "dask",
+            "worker",
+            scheduler,
+            "--tls-ca-file",
+            self.ca.name,
+            "--tls-cert",
+            self.cert.name,
+            "--tls-key",
+            self.key.name,
+            "--name",
+            self.name,
+            "--nthreads",
+            str(nthreads),
+            "--nworkers",
+            "1",
+            "--memory-limit",
+            memory_limit,
+            "--lifetime",
+            lifetime,
+            "--lifetime-restart",
+            "--preload",
+            "grid.volunteer",
+        ]
+        return "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION=True " + shlex.join(args)
+
+
+class GridAuthority:
+    """The operator's certificate authority and register of enrolled volunteers.
+
+    Use :meth:`init` once, then :meth:`open`.
+
+    Parameters
+    ----------
+    directory : path-like
+        The grid directory (see the module docstring).
+    """
+
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        self.directory = Path(directory).expanduser().absolute()
+        if not (self.directory / "ca.pem").is_file():
+            msg = (
+                f"{self.directory} is not a grid directory (no ca.pem); "
+                f"create one with `hubcat grid init {self.directory}`"
+            )
+            raise EnrollmentError(msg)
+
+    # -- creation -----------------------------------------------------------------------
+    @classmethod
+    def init(
+        cls,
+        directory: str | os.PathLike[str],
+        *,
+        hosts: tuple[str, ...] = ("localhost", "127.0.0.1"),
+        days: int = 365,
+    ) -> GridAuthority:
+        """Create the CA, the scheduler's and the operator's certificates in ``directory``.
+
+        Parameters
+        ----------
+        directory : path-like
+            New or empty folder.
+        hosts : tuple of str
+            Host names / IP addresses of the scheduler (subject alternative names).
+        days : int
+            Validity of the CA, scheduler and operator certificates (days).
+
+        Raises
+        ------
+        EnrollmentError
+            If ``directory`` already holds a CA (re-initialising would orphan every volunteer).
+        """
+        from cryptography import x509
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+
+        directory = Path(directory).expanduser().absolute()
+        if (directory / "ca.pem").exists():
+            msg = f"{directory} already holds a CA (ca.pem); use it, or choose an empty folder"
+            raise EnrollmentError(msg)
+        directory.mkdir(parents=True, exist_ok=True)
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name(
+            [
+                x509.NameAttribute(NameOID.ORGANIZATION_NAME, "hubcat grid"),
+                x509.NameAttribute(NameOID.COMMON_NAME, "hubcat grid CA"),
+            ]
+        )
+        now = _now()
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=days))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .sign(key, _sha256())
+        )
+        _write_key(directory / "ca.key", key)
+        (directory / "ca.pem").write_bytes(_pem(cert))
+        (directory / REGISTER).write_text(json.dumps({"volunteers": {}}, indent=2))
+        auth = cls(directory)
+        auth._issue(SCHEDULER_CN, "scheduler", days=days, hosts=hosts, stem="scheduler")
+        auth._issue(OPERATOR_CN, "operator", days=days, stem="operator")
+        return auth
+
+    @classmethod
+    def open(cls, directory: str | os.PathLike[str]) -> GridAuthority:
+        """Open an existing grid directory."""
+        return cls(directory)
+
+    # -- paths --------------------------------------------------------------------------
+    @property
+    def ca_file(self) -> Path:
+        return self.directory / "ca.pem"
+
+    def cert_files(self, role: str) -> tuple[Path, Path]:
+        """``(cert, key)`` of ``"operator"`` or ``"scheduler"``."""
+        if role not in ("operator", "scheduler"):
+            msg = f"role {role!r} has no certificate here; expected 'operator' or 'scheduler'"
+            raise EnrollmentError(msg)
+        return self.directory / f"{role}.pem", self.directory / f"{role}.key"
+
+    def security(self, role: str = "operator"):
+        """A :class:`distributed.Security` with TLS required, for ``"operator"`` or ``"scheduler"``."""
+        from distributed import Security
+
+        cert, key = self.cert_files(role)
+        kwargs = {
+            "tls_ca_file": str(self.ca_file),
+            "require_encryption": True,
+        }
+        if role == "operator":
+            kwargs.update(tls_client_cert=str(cert), tls_client_key=str(key))
+        else:
+            kwargs.update(tls_scheduler_cert=str(cert), tls_scheduler_key=str(key))
+        return Security(**kwargs)
+
+    # -- register -----------------------------------------------------------------------
+    def register(self) -> dict:
+        """The register of enrolled volunteers (``{"volunteers": {name: {...}}}``)."""
+        return json.loads((self.directory / REGISTER).read_text())
+
+    def _save_register(self, reg: dict) -> None:
+        path = self.directory / REGISTER
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(reg, indent=2, sort_keys=True))
+        os.replace(tmp, path)
+
+    def enroll(self, name: str, *, days: float = 30) -> Enrollment:
+        """Issue a short-lived certificate for volunteer ``name`` (CN = ``name``).
+
+        Parameters
+        ----------
+        name : str
+            Volunteer id: 2-63 characters of ``a-z 0-9 . _ -``, starting with a letter or digit.
+        days : float
+            Validity (days); expiry is the normal revocation, so keep it short.
+
+        Returns
+        -------
+        Enrollment
+
+        Raises
+        ------
+        EnrollmentError
+            If the name is malformed, reserved, or ``days`` is not positive.
+        """
+        if not NAME_RE.match(name or ""):
+            msg = (
+                f"volunteer name {name!r} is invalid: use 2-63 characters of a-z, 0-9, '.', '_' "
+                "or '-', starting with a letter or digit (for example 'vol-alice')"
+            )
+            raise EnrollmentError(msg)
+        if name in (OPERATOR_CN, SCHEDULER_CN):
+            msg = f"volunteer name {name!r} is reserved; choose another"
+            raise EnrollmentError(msg)
+        if not days > 0:
+            msg = f"days={days!r} is invalid: a certificate must be valid for a positive time"
+            raise EnrollmentError(msg)
+        return self._issue(name, "volunteer", days=days)
+
+    def revoke(self, name: str) -> None:
+        """Refuse volunteer ``name`` from now on (its certificate stays valid for TLS only)."""
+        reg = self.register()
+        if name not in reg["volunteers"]:
+            msg = f"no volunteer named {name!r} is enrolled; `hubcat grid status` lists them"
+            raise EnrollmentError(msg)
+        reg["volunteers"][name]["revoked"] = True
+        self._save_register(reg)
+
+    def check_volunteer(self, ident: PeerIdentity | None, name: str | None) -> str | None:
+        """Why volunteer ``ident`` may not join as worker ``name`` (``None`` when it may)."""
+        if ident is None:
+            return "no client certificate was presented"
+        if ident.role != "volunteer":
+            return f"certificate CN={ident.cn!r} has role {ident.role!r}, not 'volunteer'"
+        if str(name) != ident.cn:
+            return f"worker --name {name!r} differs from its certificate CN {ident.cn!r}"
+        entry = self.register()["volunteers"].get(ident.cn)
+        if entry is None:
+            return f"{ident.cn!r} is not enrolled"
+        if int(entry["serial"]) != ident.serial:
+            return f"{ident.cn!r} presented a certificate that is not its current one"
+        if entry.get("revoked"):
+            return f"{ident.cn!r} has been revoked"
+        if ident.not_after <= _now():
+            return f"the certificate of {ident.cn!r} expired at {ident.not_after:%Y-%m-%d %H:%M}Z"
+        return None
+
+    # -- issuing ------------------------------------------------------------------------
+    def _issue(
+        self,
+        cn: str,
+        role: str,
+        *,
+        days: float,
+        hosts: tuple[str, ...] = (),
+        stem: str | None = None,
+        not_before: dt.datetime | None = None,
+    ) -> Enrollment:
+        from cryptography import x509
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+        ca_key = serialization.load_pem_private_key(
+            (self.directory / "ca.key").read_bytes(), password=None
+        )
+        ca_cert = x509.load_pem_x509_certificate(self.ca_file.read_bytes())
+        key = ec.generate_private_key(ec.SECP256R1())
+        start = not_before or (_now() - dt.timedelta(minutes=5))
+        not_after = start + dt.timedelta(days=days) + dt.timedelta(minutes=5)
+        serial = x509.random_serial_number()
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(
+                x509.Name(
+                    [
+                        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "hubcat grid"),
+                        x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, role),
+                        x509.NameAttribute(NameOID.COMMON_NAME, cn),
+                    ]
+                )
+            )
+            .issuer_name(ca_cert.subject)
+            .public_key(key.public_key())
+            .serial_number(serial)
+            .not_valid_before(start)
+            .not_valid_after(not_after)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(
+                x509.ExtendedKeyUsage(
+                    [ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH]
+                ),
+                critical=False,
+            )
+        )
+        if hosts:
+            sans: list[x509.GeneralName] = []
+            for h in hosts:
+                try:
+                    sans.append(x509.IPAddress(ipaddress.ip_address(h)))
+                except ValueError:
+                    sans.append(x509.DNSName(h))
+            builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        cert = builder.sign(ca_key, _sha256())
+        if stem is None:
+            folder = self.directory / "volunteers"
+            folder.mkdir(exist_ok=True)
+            cert_path, key_path = folder / f"{cn}.pem", folder / f"{cn}.key"
+        else:
+            cert_path, key_path = self.directory / f"{stem}.pem", self.directory / f"{stem}.key"
+        _write_key(key_path, key)
+        cert_path.write_bytes(_pem(cert))
+        if role == "volunteer":
+            reg = self.register()
+            reg["volunteers"][cn] = {
+                "serial": str(serial),
+                "not_after": not_after.isoformat(),
+                "enrolled_at": _now().isoformat(),
+                "revoked": False,
+            }
+            self._save_register(reg)
+        return Enrollment(
+            name=cn,
+            cert=cert_path,
+            key=key_path,
+            ca=self.ca_file,
+            not_after=not_after,
+            serial=serial,
+        )
+
+
+def _sha256():
+    from cryptography.hazmat.primitives import hashes
+
+    return hashes.SHA256()
+
+
+def _pem(cert) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def _write_key(path: Path, key) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    data = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)

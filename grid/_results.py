@@ -1,0 +1,169 @@
+"""Result store and validator: vectors travel as bytes in a store, never through Dask.
+
+A task writes ``<replica>.f32`` (float32 little-endian C-order bytes) and ``<replica>.json`` (a
+receipt: sha256, shape, dtype) under the run's result folder and returns only
+``(sha256, shape, dtype)``. The operator's process reads both with :func:`json.loads` and
+:func:`numpy.frombuffer` -- nothing a volunteer wrote is ever unpickled -- and checks them with
+:func:`check_replica`; :func:`agree` compares two replicas tile by tile.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+
+from grid.errors import InvalidResultError
+from tiling.errors import StoreNotFoundError
+from tiling.storage import ObjectStore
+
+__all__ = ["ResultStore", "agree", "check_replica", "cosines"]
+
+DTYPE = "float32"
+MAX_RECEIPT = 4096
+
+
+class ResultStore:
+    """Replica results of one run, in an :class:`~tiling.storage.ObjectStore` folder.
+
+    Parameters
+    ----------
+    store : ObjectStore
+        Folder of this run's results (``grid/<model digest>/results`` of the tile store).
+    """
+
+    def __init__(self, store: ObjectStore) -> None:
+        self.store = store
+
+    @property
+    def uri(self) -> str:
+        return self.store.uri
+
+    @staticmethod
+    def keys(unit_slug: str, replica: str) -> tuple[str, str]:
+        """Object keys ``(vectors, receipt)`` of one replica."""
+        return f"{unit_slug}/{replica}.f32", f"{unit_slug}/{replica}.json"
+
+    @staticmethod
+    def write(store: ObjectStore, unit_slug: str, replica: str, vectors: np.ndarray) -> tuple:
+        """Write a replica's vectors and receipt (worker side); return ``(sha256, shape, dtype)``."""
+        data = np.ascontiguousarray(vectors, dtype="<f4").tobytes()
+        sha = hashlib.sha256(data).hexdigest()
+        shape = tuple(int(s) for s in vectors.shape)
+        vkey, rkey = ResultStore.keys(unit_slug, replica)
+        store.put(vkey, data)
+        store.put(rkey, json.dumps({"sha256": sha, "shape": list(shape), "dtype": DTYPE}).encode())
+        return sha, shape, DTYPE
+
+    def read(self, unit_slug: str, replica: str) -> tuple[dict, bytes]:
+        """The receipt (parsed JSON) and raw bytes of one replica.
+
+        Raises
+        ------
+        InvalidResultError
+            ``"missing"`` when either object is absent, ``"receipt"`` when the receipt is not
+            a small JSON object.
+        """
+        vkey, rkey = self.keys(unit_slug, replica)
+        try:
+            raw = self.store.get(rkey)
+            data = self.store.get(vkey)
+        except StoreNotFoundError as exc:
+            msg = f"replica {replica} of {unit_slug}: result missing from {self.uri} ({exc})"
+            raise InvalidResultError("missing", msg) from None
+        if len(raw) > MAX_RECEIPT:
+            msg = f"replica {replica} of {unit_slug}: receipt of {len(raw)} bytes is too large"
+            raise InvalidResultError("receipt", msg)
+        try:
+            receipt = json.loads(raw)
+        except ValueError:
+            receipt = None
+        if not isinstance(receipt, dict):
+            msg = f"replica {replica} of {unit_slug}: receipt is not a JSON object"
+            raise InvalidResultError("receipt", msg)
+        return receipt, data
+
+    def delete(self, unit_slug: str, replica: str) -> None:
+        for key in self.keys(unit_slug, replica):
+            self.store.delete(key)
+
+
+def check_replica(
+    receipt: dict,
+    data: bytes,
+    *,
+    n_tiles: int,
+    dim: int,
+    norm_tolerance: float,
+    label: str = "replica",
+) -> np.ndarray:
+    """Validate one replica's receipt and bytes; return its vectors.
+
+    Parameters
+    ----------
+    receipt : dict
+        ``{"sha256": hex, "shape": [N, D], "dtype": "float32"}``.
+    data : bytes
+        The replica's vector bytes.
+    n_tiles, dim : int
+        Expected shape ``(n_tiles, dim)``.
+    norm_tolerance : float
+        Largest allowed ``|norm - 1|`` of a vector.
+    label : str
+        Names the replica in messages.
+
+    Returns
+    -------
+    numpy.ndarray, shape (n_tiles, dim), float32
+
+    Raises
+    ------
+    InvalidResultError
+        With ``reason`` one of ``"dtype"``, ``"shape"``, ``"hash"``, ``"nan"``, ``"norm"``.
+    """
+    dtype = receipt.get("dtype")
+    if dtype != DTYPE:
+        msg = f"{label}: dtype {dtype!r}, expected {DTYPE!r}"
+        raise InvalidResultError("dtype", msg)
+    shape = receipt.get("shape")
+    if not (isinstance(shape, list) and [type(s) for s in shape] == [int, int]) or tuple(shape) != (
+        n_tiles,
+        dim,
+    ):
+        msg = f"{label}: shape {shape!r}, expected [{n_tiles}, {dim}]"
+        raise InvalidResultError("shape", msg)
+    if len(data) != n_tiles * dim * 4:
+        msg = f"{label}: {len(data)} bytes, expected {n_tiles * dim * 4} for float32 [{n_tiles}, {dim}]"
+        raise InvalidResultError("shape", msg)
+    sha = hashlib.sha256(data).hexdigest()
+    if receipt.get("sha256") != sha:
+        msg = f"{label}: bytes hash to {sha[:16]}..., receipt says {str(receipt.get('sha256'))[:16]}..."
+        raise InvalidResultError("hash", msg)
+    vectors = np.frombuffer(data, dtype="<f4").reshape(n_tiles, dim)
+    if not np.isfinite(vectors).all():
+        bad = int((~np.isfinite(vectors)).any(axis=1).sum())
+        msg = f"{label}: {bad} vector(s) contain NaN or infinite values"
+        raise InvalidResultError("nan", msg)
+    norms = np.linalg.norm(vectors.astype(np.float64), axis=1)
+    worst = float(np.max(np.abs(norms - 1.0))) if n_tiles else 0.0
+    if worst > norm_tolerance:
+        msg = f"{label}: a vector has norm off by {worst:.3g}, more than {norm_tolerance:g}"
+        raise InvalidResultError("norm", msg)
+    return vectors.astype(np.float32)
+
+
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cosine similarity of each row of ``a`` with the same row of ``b`` (float64, shape (N,))."""
+    a = a.astype(np.float64)
+    b = b.astype(np.float64)
+    num = np.einsum("ij,ij->i", a, b)
+    den = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    return num / np.where(den == 0, 1.0, den)
+
+
+def agree(a: np.ndarray, b: np.ndarray, min_cosine: float) -> bool:
+    """Whether every tile's vectors in ``a`` and ``b`` have cosine >= ``min_cosine``."""
+    if a.shape != b.shape:
+        return False
+    return bool(a.shape[0] == 0 or cosines(a, b).min() >= min_cosine)

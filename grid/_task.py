@@ -1,0 +1,63 @@
+"""The task a worker runs for one replica of one work unit."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from grid._results import ResultStore
+from grid.errors import GridError
+
+__all__ = ["compute", "run_replica", "write_result"]
+
+
+def compute(model, tiles: np.ndarray) -> np.ndarray:
+    """Embed a unit's tiles: float32 [N, 224, 224] -> float32 [N, D] unit vectors."""
+    from embeddings import embed_tiles
+
+    return embed_tiles(model, tiles)
+
+
+def write_result(store, unit_slug: str, replica: str, vectors: np.ndarray) -> tuple:
+    """Write a replica's vectors and receipt to the result store."""
+    return ResultStore.write(store, unit_slug, replica, vectors)
+
+
+def run_replica(spec: dict) -> tuple[str, tuple[int, ...], str]:
+    """Embed one unit on this worker and write the vectors to the result store.
+
+    Parameters
+    ----------
+    spec : dict
+        ``tile_store`` (URI), ``unit_key``, ``tile_ids``, ``slug``, ``replica`` (id),
+        ``results`` (result store URI), ``model_name``, ``weights``, ``weights_sha256``,
+        ``digest``.
+
+    Returns
+    -------
+    tuple
+        ``(sha256, shape, dtype)`` of the vector bytes written; nothing else leaves the worker.
+
+    Raises
+    ------
+    GridError
+        If the unit read from the tile store does not hold the planned tiles.
+    """
+    from distributed import get_worker
+
+    from grid.volunteer import worker_model
+    from tiling import TileStore
+    from tiling.storage import open_object_store
+
+    try:
+        threads = int(get_worker().state.nthreads)
+    except ValueError:  # called outside a worker (tests, benchmarks)
+        threads = 1
+    model = worker_model(
+        spec["model_name"], spec["weights"], spec["weights_sha256"], spec["digest"], threads
+    )
+    tile_ids, tiles = TileStore.open(spec["tile_store"]).read_unit(spec["unit_key"])
+    if [str(t) for t in tile_ids] != list(spec["tile_ids"]):
+        msg = f"unit {spec['unit_key']} holds other tiles than planned; the tile store changed"
+        raise GridError(msg)
+    vectors = compute(model, tiles)
+    return write_result(open_object_store(spec["results"]), spec["slug"], spec["replica"], vectors)
