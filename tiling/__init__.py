@@ -1,7 +1,60 @@
-"""Cut Hubble mosaics into 224x224 tiles at several zooms, stored as Zarr v3 with metadata."""
+"""Cut Hubble mosaics into 224x224 tiles at several zooms, stored as Zarr v3 with metadata.
+
+>>> from tiling import TileStore, TilingConfig
+>>> store = TileStore.open_or_create("tiles/", TilingConfig(zooms=(1, 2, 4)))  # doctest: +SKIP
+>>> store.add_mosaic("j8bt06010_drz.fits")  # doctest: +SKIP
+"""
 
 from __future__ import annotations
 
-from tiling.errors import HubcatError, SourceError, SourceNotFoundError, TilingError
+from tiling._batch import BatchReport, tile_sources
+from tiling._config import TILE_SIZE, TilingConfig
+from tiling._header import normalise_bunit, normalise_header
+from tiling._pixels import StretchParams, bin_box, stretch
+from tiling._source import RangeFile
+from tiling._store import AddReport, MosaicReport, TileStore, UnitRef
+from tiling._wcs import box_wcs
+from tiling.augment import AUGMENTATIONS, augment, augment_all
+from tiling.errors import (
+    HubcatError,
+    HubcatWarning,
+    NonFinitePixelsWarning,
+    SourceError,
+    SourceNotFoundError,
+    StorageError,
+    StoreNotFoundError,
+    TileNotFoundError,
+    TilingError,
+    UnitIntegrityError,
+)
 
-__all__ = ["HubcatError", "SourceError", "SourceNotFoundError", "TilingError"]
+__all__ = [
+    "AUGMENTATIONS",
+    "TILE_SIZE",
+    "AddReport",
+    "BatchReport",
+    "HubcatError",
+    "HubcatWarning",
+    "MosaicReport",
+    "NonFinitePixelsWarning",
+    "RangeFile",
+    "SourceError",
+    "SourceNotFoundError",
+    "StorageError",
+    "StoreNotFoundError",
+    "StretchParams",
+    "TileNotFoundError",
+    "TileStore",
+    "TilingConfig",
+    "TilingError",
+    "UnitIntegrityError",
+    "UnitRef",
+    "augment",
+    "augment_all",
+    "bin_box",
+    "box_wcs",
+    "normalise_bunit",
+    "normalise_header",
+    "stretch",
+    "tile_sources",
+]

@@ -11,12 +11,15 @@ from __future__ import annotations
 __all__ = [
     "HubcatError",
     "HubcatWarning",
+    "NonFinitePixelsWarning",
     "SourceError",
     "SourceNotFoundError",
     "StorageError",
     "StoragePermissionError",
     "StoreNotFoundError",
+    "TileNotFoundError",
     "TilingError",
+    "UnitIntegrityError",
 ]
 
 
@@ -55,3 +58,18 @@ class StoreNotFoundError(StorageError, FileNotFoundError):
 
 class StoragePermissionError(StorageError, PermissionError):
     """Access to a store, or a key inside it, was denied (HTTP 403, missing credentials)."""
+
+
+class TileNotFoundError(TilingError, KeyError):
+    """A tile id, mosaic id or work unit is not in the tile store."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class UnitIntegrityError(TilingError):
+    """A stored work unit's bytes do not match the sha256 recorded when it was written."""
+
+
+class NonFinitePixelsWarning(HubcatWarning):
+    """NaN or infinite pixels inside a mosaic's footprint; they are masked in the tiles."""

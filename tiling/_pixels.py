@@ -1,0 +1,195 @@
+"""Pixel operations of a tile: footprint, binning, asinh stretch, background and sources.
+
+Stretch limits: per mosaic, not per tile
+----------------------------------------
+Each mosaic (one band of one file) gets ONE pair of limits, the ``stretch_percentiles`` of its
+valid pixels (sampled every k-th row, at most ``stretch_sample`` pixels), applied to every tile
+at every zoom as ``asinh(v / a) / asinh(1 / a)`` with ``v = clip((x - lo) / (hi - lo), 0, 1)``.
+Mean-binning preserves surface brightness, so the same limits are right at every zoom.
+
+Why not per tile: per-tile limits stretch every tile to fill [0, 1], so an empty patch of sky
+becomes amplified noise that looks like a rich field, a tile with one saturated star crushes
+everything else to black, and the same galaxy straddling two tiles gets two different
+renderings. Similarity search then matches on the stretch rather than on the sky. Per-mosaic
+limits keep brightness comparable across the tiles of a mosaic (a faint field looks faint),
+cost two numbers of provenance per mosaic instead of two per tile, and make the stored bytes a
+pure function of the source pixels, the box and the recorded ``(lo, hi, a)``. The price is that
+mosaics of very different depth still differ in contrast, which the embedding model's own
+normalisation and the augmentation pooling soften.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["StretchParams", "bin_box", "source_stats", "stretch"]
+
+
+@dataclass(frozen=True)
+class StretchParams:
+    """Recorded parameters of the asinh stretch of one mosaic (source units for ``lo``/``hi``)."""
+
+    lo: float
+    hi: float
+    a: float
+
+    def to_dict(self) -> dict[str, float]:
+        return {"lo": self.lo, "hi": self.hi, "a": self.a}
+
+
+def stretch(
+    values: np.ndarray, params: StretchParams, mask: np.ndarray | None = None
+) -> np.ndarray:
+    """Map source values to [0, 1] with the recorded asinh stretch.
+
+    Parameters
+    ----------
+    values : numpy.ndarray, shape (H, W)
+        Binned source pixels (source units, e.g. electron / s).
+    params : StretchParams
+    mask : numpy.ndarray of bool, shape (H, W), optional
+        Valid pixels; invalid ones are set to 0.
+
+    Returns
+    -------
+    numpy.ndarray of float32, shape (H, W), in [0, 1]
+    """
+    span = params.hi - params.lo
+    v = (np.asarray(values, dtype=np.float64) - params.lo) / (span if span > 0 else 1.0)
+    np.clip(v, 0.0, 1.0, out=v)
+    out = np.arcsinh(v / params.a) / np.arcsinh(1.0 / params.a)
+    if mask is not None:
+        out[~mask] = 0.0
+    out = np.nan_to_num(out, nan=0.0, posinf=1.0, neginf=0.0)
+    return out.astype(np.float32)
+
+
+def bin_box(values: np.ndarray, valid: np.ndarray, zoom: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean-bin a box by ``zoom`` over its valid pixels.
+
+    Parameters
+    ----------
+    values : numpy.ndarray, shape (T * zoom, T * zoom)
+        Source pixels (float64; invalid ones may be anything, even NaN).
+    valid : numpy.ndarray of bool, same shape
+        Footprint mask.
+    zoom : int
+        Binning factor.
+
+    Returns
+    -------
+    binned : numpy.ndarray of float64, shape (T, T)
+        Mean of the valid pixels of each ``zoom x zoom`` block, 0 where none is valid.
+    mask : numpy.ndarray of bool, shape (T, T)
+        Whether the block had at least one valid pixel.
+    """
+    clean = np.where(valid, values, 0.0)
+    if zoom == 1:
+        return clean, valid.copy()
+    t = values.shape[0] // zoom
+    s = clean.reshape(t, zoom, t, zoom).sum(axis=(1, 3))
+    c = valid.reshape(t, zoom, t, zoom).sum(axis=(1, 3))
+    mask = c > 0
+    binned = np.divide(s, c, out=np.zeros_like(s), where=mask)
+    return binned, mask
+
+
+def source_stats(
+    binned: np.ndarray,
+    mask: np.ndarray,
+    *,
+    zoom: int,
+    pixel_scale_arcsec: float,
+    nsigma: float,
+    npixels: int,
+    extended_sigma_arcsec: float,
+) -> dict[str, object]:
+    """Background and detected sources of one binned tile (photutils segmentation).
+
+    The background and its noise are the sigma-clipped median and standard deviation of the
+    valid pixels (astropy, 3 sigma, 5 iterations); sources are ``photutils.segmentation
+    .detect_sources`` segments of at least ``npixels`` connected pixels ``nsigma`` above it.
+    For each segment the flux (background-subtracted sum, in source units x source pixels) and
+    the flux-weighted second-moment radius are computed with one ``bincount`` per moment.
+
+    Parameters
+    ----------
+    binned : numpy.ndarray, shape (T, T)
+        Mean-binned source pixels of the tile.
+    mask : numpy.ndarray of bool, shape (T, T)
+        Valid pixels.
+    zoom : int
+        Binning factor (fluxes are scaled by ``zoom**2`` to source pixels).
+    pixel_scale_arcsec : float
+        Arcsec per binned pixel.
+    nsigma, npixels, extended_sigma_arcsec
+        See :class:`tiling.TilingConfig`.
+
+    Returns
+    -------
+    dict
+        ``bkg_median``, ``bkg_rms`` (source units), ``n_sources`` (int), ``brightest_flux``
+        (source units x pixel), ``brightest_size_arcsec`` (second-moment radius),
+        ``brightest_x``/``brightest_y`` (tile pixels), ``has_extended`` (bool),
+        ``extended_xy`` (list of (x, y) tile-pixel centroids of extended sources).
+    """
+    from astropy.stats import sigma_clipped_stats
+    from photutils.segmentation import detect_sources
+    from photutils.utils.exceptions import NoDetectionsWarning
+
+    empty = {
+        "bkg_median": float("nan"),
+        "bkg_rms": float("nan"),
+        "n_sources": 0,
+        "brightest_flux": float("nan"),
+        "brightest_size_arcsec": float("nan"),
+        "brightest_x": float("nan"),
+        "brightest_y": float("nan"),
+        "has_extended": False,
+        "extended_xy": [],
+    }
+    good = binned[mask]
+    if good.size < max(16, npixels):
+        return empty
+    _mean, median, std = sigma_clipped_stats(good, sigma=3.0, maxiters=5)
+    empty["bkg_median"], empty["bkg_rms"] = float(median), float(std)
+    if not np.isfinite(std) or std <= 0:
+        return empty
+    data = binned - median
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NoDetectionsWarning)
+        segm = detect_sources(data, nsigma * std, npixels, mask=~mask)
+    if segm is None or segm.n_labels == 0:
+        return empty
+    labels = segm.data.ravel()
+    n = int(labels.max()) + 1
+    w = np.clip(data.ravel(), 0.0, None)
+    yy, xx = np.indices(data.shape)
+    x, y = xx.ravel().astype(np.float64), yy.ravel().astype(np.float64)
+    flux = np.bincount(labels, weights=data.ravel(), minlength=n)[1:]
+    sw = np.bincount(labels, weights=w, minlength=n)[1:]
+    sw_safe = np.where(sw > 0, sw, 1.0)
+    mx = np.bincount(labels, weights=w * x, minlength=n)[1:] / sw_safe
+    my = np.bincount(labels, weights=w * y, minlength=n)[1:] / sw_safe
+    mxx = np.bincount(labels, weights=w * x * x, minlength=n)[1:] / sw_safe - mx**2
+    myy = np.bincount(labels, weights=w * y * y, minlength=n)[1:] / sw_safe - my**2
+    sigma_px = np.sqrt(np.clip((mxx + myy) / 2.0, 0.0, None))
+    sigma_arcsec = sigma_px * pixel_scale_arcsec
+    present = np.bincount(labels, minlength=n)[1:] > 0
+    idx = np.flatnonzero(present)
+    best = idx[np.argmax(flux[idx])]
+    extended = idx[sigma_arcsec[idx] >= extended_sigma_arcsec]
+    return {
+        "bkg_median": float(median),
+        "bkg_rms": float(std),
+        "n_sources": len(idx),
+        "brightest_flux": float(flux[best] * zoom * zoom),
+        "brightest_size_arcsec": float(sigma_arcsec[best]),
+        "brightest_x": float(mx[best]),
+        "brightest_y": float(my[best]),
+        "has_extended": bool(extended.size),
+        "extended_xy": [(float(mx[i]), float(my[i])) for i in extended],
+    }

@@ -1,0 +1,526 @@
+"""Open a mosaic source (local path or ``s3://`` URI) without ever loading it whole.
+
+A source is read through :mod:`tiling.storage`: a local uncompressed FITS is memory-mapped; an
+object in S3 is read with ranged GETs (:class:`RangeFile` gives astropy a seekable file over
+:meth:`ObjectStore.get_range`, and :class:`PixelReader` fetches pixel rows directly); a gzipped
+FITS (local or remote) has no random access, so it is decompressed once, streaming, into a
+temporary file that is then memory-mapped. Every path reads in bounded pieces, so memory does not
+grow with the size of the mosaic.
+
+This module also picks the image HDUs of a product (SCI extensions of ``_drz``/``_drc`` files,
+each band of a multi-extension cutout, a single primary image), finds the matching footprint
+extension (WHT, else CTX), and refuses inputs that are not rectified mosaics.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import math
+import os
+import shutil
+import tempfile
+import threading
+import warnings
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from tiling.errors import SourceError, SourceNotFoundError, StoreNotFoundError
+from tiling.storage import ObjectStore, is_remote_uri, open_object_store
+
+__all__ = ["ImagePlan", "PixelReader", "RangeFile", "Source", "open_source"]
+
+_HASH_PIECE = 8 << 20
+_BITPIX = {8: ">u1", 16: ">i2", 32: ">i4", 64: ">i8", -32: ">f4", -64: ">f8"}
+#: Extensions that are never the science image of a product.
+_AUXILIARY = {"WHT", "CTX", "ERR", "DQ", "CON", "EXP", "HDRTAB", "WCSCORR", "ASN", "SAMP", "TIME"}
+#: File-name suffixes of HST products that are not drizzled (distorted, non-square pixels).
+_UNDRIZZLED = ("_flt", "_flc", "_raw", "_crj", "_crc", "_c0m", "_c1m", "_ima", "_cal", "_sfl")
+#: Relative tolerance on pixel squareness and axis orthogonality of a rectified mosaic.
+_SQUARE_TOL = 2e-3
+
+
+class RangeFile(io.RawIOBase):
+    """A read-only, seekable file over one object of an :class:`ObjectStore`.
+
+    Reads go through :meth:`ObjectStore.get_range` in aligned blocks of ``block_size`` bytes,
+    of which the last ``cache_blocks`` are cached, so astropy's many small header reads cost a
+    few requests. Memory is bounded by ``block_size * cache_blocks``.
+    """
+
+    def __init__(
+        self, store: ObjectStore, key: str, *, block_size: int = 1 << 20, cache_blocks: int = 8
+    ) -> None:
+        super().__init__()
+        self._store, self._key = store, key
+        self._size = store.size(key)
+        self._pos = 0
+        self._block = block_size
+        self._cache: OrderedDict[int, bytes] = OrderedDict()
+        self._cache_blocks = cache_blocks
+        self._lock = threading.Lock()
+        self.name = f"{store.uri.rstrip('/')}/{key}"
+        self.mode = "rb"
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def _get_block(self, index: int) -> bytes:
+        with self._lock:
+            if index in self._cache:
+                self._cache.move_to_end(index)
+                return self._cache[index]
+        data = self._store.get_range(self._key, index * self._block, self._block)
+        with self._lock:
+            self._cache[index] = data
+            while len(self._cache) > self._cache_blocks:
+                self._cache.popitem(last=False)
+        return data
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0:
+            size = self._size - self._pos
+        size = max(0, min(size, self._size - self._pos))
+        if size > 4 * self._block:  # large reads bypass the cache
+            data = self._store.get_range(self._key, self._pos, size)
+            self._pos += len(data)
+            return data
+        out = bytearray()
+        while len(out) < size:
+            index, offset = divmod(self._pos, self._block)
+            chunk = self._get_block(index)[offset : offset + size - len(out)]
+            if not chunk:
+                break
+            out += chunk
+            self._pos += len(chunk)
+        return bytes(out)
+
+    def readinto(self, buffer) -> int:  # type: ignore[override]
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+@dataclass
+class Source:
+    """A source opened for reading: where it is, its content hash, how to read its bytes.
+
+    Use as a context manager; :meth:`close` removes any temporary decompressed copy.
+    """
+
+    uri: str
+    name: str
+    store: ObjectStore
+    key: str
+    size: int
+    gzip: bool
+    sha256: str = ""
+    local_path: Path | None = None
+    _tmpdir: str | None = field(default=None, repr=False)
+
+    @property
+    def remote(self) -> bool:
+        """Whether pixels are read with ranged requests (no local file)."""
+        return self.local_path is None
+
+    def fileobj(self):
+        """A binary file object of the (decompressed) FITS bytes."""
+        if self.local_path is not None:
+            return open(self.local_path, "rb")
+        return RangeFile(self.store, self.key)
+
+    def close(self) -> None:
+        if self._tmpdir:
+            shutil.rmtree(self._tmpdir, ignore_errors=True)
+            self._tmpdir = None
+
+    def __enter__(self) -> Source:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _split_uri(source: str | os.PathLike[str]) -> tuple[str, ObjectStore, str]:
+    text = str(source)
+    if is_remote_uri(text):
+        base, _, key = text.rstrip("/").rpartition("/")
+        if not key or base in ("s3:", "s3:/"):
+            msg = "expected s3://bucket/key/to/file.fits, a key inside a bucket"
+            raise SourceError(text, msg)
+        return text, open_object_store(base), key
+    if text.startswith("file://"):
+        text = text[len("file://") :]
+    path = Path(text).expanduser().absolute()
+    return str(path), open_object_store(path.parent), path.name
+
+
+def open_source(source: str | os.PathLike[str], *, tmpdir: str | None = None) -> Source:
+    """Open ``source``, hash its bytes (streaming) and prepare random access to its pixels.
+
+    Parameters
+    ----------
+    source : str or path-like
+        Local path, ``file://`` URI or ``s3://bucket/key``; ``.gz`` files are decompressed to a
+        temporary file (gzip has no random access).
+    tmpdir : str, optional
+        Where temporary decompressed copies go (default: the system temporary folder).
+
+    Returns
+    -------
+    Source
+
+    Raises
+    ------
+    SourceNotFoundError
+        If the file or object does not exist.
+    SourceError
+        If it is empty or a broken gzip stream.
+    """
+    uri, store, key = _split_uri(source)
+    try:
+        size = store.size(key)
+    except (StoreNotFoundError, FileNotFoundError):
+        msg = "does not exist; check the path (or the bucket and key of an s3:// URI)"
+        raise SourceNotFoundError(uri, msg) from None
+    if size == 0:
+        raise SourceError(uri, "is empty (0 bytes); re-download the file")
+    head = store.get_range(key, 0, 2)
+    is_gzip = head == b"\x1f\x8b"
+    src = Source(
+        uri=uri, name=key.rsplit("/", 1)[-1], store=store, key=key, size=size, gzip=is_gzip
+    )
+    digest = hashlib.sha256()
+    if is_gzip:
+        src._tmpdir = tempfile.mkdtemp(prefix="hubcat-src-", dir=tmpdir)
+        out_path = Path(src._tmpdir) / "decompressed.fits"
+        try:
+            with RangeFile(store, key, block_size=_HASH_PIECE, cache_blocks=1) as raw:
+                hashing = _HashingReader(raw, digest)
+                with gzip.GzipFile(fileobj=hashing, mode="rb") as gz, open(out_path, "wb") as out:
+                    shutil.copyfileobj(gz, out, _HASH_PIECE)
+        except (OSError, EOFError, gzip.BadGzipFile) as exc:
+            src.close()
+            msg = f"is not a valid gzip stream ({exc}); re-download the file"
+            raise SourceError(uri, msg) from None
+        src.local_path = out_path
+    else:
+        for start in range(0, size, _HASH_PIECE):
+            digest.update(store.get_range(key, start, _HASH_PIECE))
+        if not is_remote_uri(uri):
+            src.local_path = Path(uri)
+    src.sha256 = digest.hexdigest()
+    return src
+
+
+class _HashingReader(io.RawIOBase):
+    """Pass reads through while hashing every byte read (the compressed bytes as stored)."""
+
+    def __init__(self, raw, digest) -> None:
+        super().__init__()
+        self._raw, self._digest = raw, digest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:  # type: ignore[override]
+        data = self._raw.read(len(buffer))
+        self._digest.update(data)
+        buffer[: len(data)] = data
+        return len(data)
+
+
+# -- pixel access -------------------------------------------------------------------------------
+
+
+class PixelReader:
+    """Read rectangular regions of one image HDU as float64, NaN-padded outside the image.
+
+    Local files are memory-mapped; remote ones are read with ranged requests of whole rows (at
+    most ``rows_per_request`` rows each). ``BSCALE``/``BZERO`` are applied and ``BLANK`` integer
+    pixels become NaN. Thread-safe: every read is independent.
+    """
+
+    def __init__(self, source: Source, header, offset: int, *, rows_per_request: int = 32) -> None:
+        bitpix = int(header["BITPIX"])
+        if bitpix not in _BITPIX:
+            raise SourceError(source.uri, f"has unsupported BITPIX={bitpix}")
+        self.dtype = np.dtype(_BITPIX[bitpix])
+        self.shape = (int(header["NAXIS2"]), int(header["NAXIS1"]))
+        self.bscale = float(header.get("BSCALE", 1.0))
+        self.bzero = float(header.get("BZERO", 0.0))
+        self.blank = header.get("BLANK") if bitpix > 0 else None
+        self.offset = int(offset)
+        self.source = source
+        self.rows_per_request = rows_per_request
+        self._memmap = None
+        if source.local_path is not None:
+            self._memmap = np.memmap(
+                source.local_path, dtype=self.dtype, mode="r", offset=self.offset, shape=self.shape
+            )
+
+    @property
+    def nbytes(self) -> int:
+        return self.shape[0] * self.shape[1] * self.dtype.itemsize
+
+    def _raw_rows(self, y0: int, y1: int) -> np.ndarray:
+        if self._memmap is not None:
+            return self._memmap[y0:y1]
+        nx = self.shape[1]
+        rows = []
+        row_bytes = nx * self.dtype.itemsize
+        for a in range(y0, y1, self.rows_per_request):
+            b = min(y1, a + self.rows_per_request)
+            data = self.source.store.get_range(
+                self.source.key, self.offset + a * row_bytes, (b - a) * row_bytes
+            )
+            rows.append(np.frombuffer(data, dtype=self.dtype).reshape(b - a, nx))
+        return np.concatenate(rows) if len(rows) > 1 else rows[0]
+
+    def read(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        """Pixels ``[y0:y1, x0:x1]`` as float64; rows/columns outside the image are NaN."""
+        ny, nx = self.shape
+        out = np.full((y1 - y0, x1 - x0), np.nan)
+        cy0, cy1, cx0, cx1 = max(y0, 0), min(y1, ny), max(x0, 0), min(x1, nx)
+        if cy0 >= cy1 or cx0 >= cx1:
+            return out
+        if self._memmap is not None:
+            raw = self._memmap[cy0:cy1, cx0:cx1]
+        else:
+            raw = self._raw_rows(cy0, cy1)[:, cx0:cx1]
+        view = out[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0]
+        view[...] = raw
+        if self.blank is not None:
+            view[raw == self.blank] = np.nan
+        if self.bscale != 1.0 or self.bzero != 0.0:
+            view *= self.bscale
+            view += self.bzero
+        return out
+
+    def read_rows(self, rows: np.ndarray, x0: int = 0, x1: int | None = None) -> np.ndarray:
+        """Pixels of the given rows (sorted row indices) as float64, shape ``(len(rows), nx)``."""
+        x1 = self.shape[1] if x1 is None else x1
+        return np.stack([self.read(int(r), int(r) + 1, x0, x1)[0] for r in rows])
+
+
+# -- product structure --------------------------------------------------------------------------
+
+
+@dataclass
+class ImagePlan:
+    """One image HDU of a product that can be tiled as a mosaic (one band)."""
+
+    hdu: int
+    extname: str
+    header: object  # astropy.io.fits.Header of the image
+    primary: object  # primary header
+    offset: int
+    footprint_hdu: int | None
+    footprint_kind: str  # "WHT", "CTX" or "finite-nonzero"
+    footprint_header: object | None
+    footprint_offset: int | None
+    wcs: object  # astropy.wcs.WCS, celestial
+
+
+def _data_offset(hdu) -> int:
+    return int(hdu.fileinfo()["datLoc"])
+
+
+def _image_shape(header) -> tuple[int, ...]:
+    naxis = int(header.get("NAXIS", 0))
+    return tuple(int(header.get(f"NAXIS{i}", 0)) for i in range(naxis, 0, -1))
+
+
+def _check_complete(src: Source, header, offset: int, what: str) -> None:
+    shape = _image_shape(header)
+    nbytes = math.prod(shape) * abs(int(header["BITPIX"])) // 8
+    total = src.local_path.stat().st_size if src.local_path is not None else src.size
+    if offset + nbytes > total:
+        msg = (
+            f"is truncated: {what} needs bytes {offset}..{offset + nbytes} but the file has "
+            f"{total} bytes; re-download it"
+        )
+        raise SourceError(src.uri, msg)
+
+
+def _celestial_wcs(src: Source, header, hdu_index: int):
+    from astropy.wcs import WCS, FITSFixedWarning
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FITSFixedWarning)
+            wcs = WCS(header, naxis=2)
+    except Exception as exc:
+        msg = f"HDU {hdu_index} has a WCS that astropy cannot parse ({exc}); fix the WCS keywords"
+        raise SourceError(src.uri, msg) from None
+    if not wcs.has_celestial or wcs.naxis != 2 or not wcs.wcs.lng == 0 or not wcs.wcs.lat == 1:
+        ctypes = [str(c) for c in wcs.wcs.ctype]
+        msg = (
+            f"HDU {hdu_index} has no celestial WCS (CTYPE={ctypes}); a mosaic needs RA/Dec axes "
+            "in that order (e.g. RA---TAN, DEC--TAN)"
+        )
+        raise SourceError(src.uri, msg)
+    return wcs
+
+
+def check_rectified(src: Source, wcs, header, primary, hdu_index: int) -> None:
+    """Refuse an image whose pixels are not a rectified (drizzled) sky grid.
+
+    Raises
+    ------
+    SourceError
+        For un-drizzled products (files named ``*_flt``/``_flc``/``_raw``...), SIP or
+        lookup-table distortion, or non-square / skewed pixels.
+    """
+    # The file's own name counts; a FILENAME card alone does not (cutouts of drizzled
+    # mosaics inherit the header of one of their input exposures, e.g. '..._flt.fits').
+    stem = src.name.lower().removesuffix(".gz").removesuffix(".fits").removesuffix(".fit")
+    suffix = next((s for s in _UNDRIZZLED if stem.endswith(s)), None)
+    cd = wcs.wcs.get_pc() * wcs.wcs.get_cdelt()[np.newaxis, :]
+    scales = np.hypot(cd[0], cd[1]) * 3600.0  # arcsec per pixel along x and y
+    cos_angle = abs(float(np.dot(cd[:, 0], cd[:, 1]))) / float(np.prod(np.hypot(cd[0], cd[1])))
+    distorted = wcs.sip is not None or wcs.cpdis1 is not None or wcs.det2im1 is not None
+    non_square = abs(scales[0] / scales[1] - 1.0) > _SQUARE_TOL or cos_angle > _SQUARE_TOL
+    if suffix or distorted or non_square:
+        why = []
+        if suffix:
+            why.append(f"its name ends in '{suffix}' (a calibrated, un-drizzled exposure)")
+        if non_square:
+            why.append(
+                f'its pixels are not square ({scales[0]:.4f}" x {scales[1]:.4f}", axes '
+                f"{math.degrees(math.acos(min(1.0, cos_angle))):.2f} deg apart)"
+            )
+        if distorted:
+            why.append("its WCS carries geometric distortion (SIP / lookup tables)")
+        msg = (
+            f"HDU {hdu_index} is not a drizzled mosaic: {'; '.join(why)}. Tiles cut from it "
+            "would not be rectified sky. Use the drizzled product of this dataset instead "
+            "(the _drz/_drc file from MAST, or run drizzlepac.astrodrizzle on it)"
+        )
+        raise SourceError(src.uri, msg)
+
+
+def plan_images(src: Source, hdul) -> tuple[list[ImagePlan], list[tuple[int, str]]]:
+    """Find the image HDUs of an opened product that are mosaics, and why others are not.
+
+    Returns
+    -------
+    plans : list of ImagePlan
+        One per band/image to tile, in HDU order.
+    rejected : list of (int, str)
+        HDU index and reason for each image HDU that looked like a candidate but cannot be tiled.
+
+    Raises
+    ------
+    SourceError
+        If the file has no 2-D image HDU at all, or if it is an un-drizzled exposure.
+    """
+    primary = hdul[0].header
+    images = []
+    for i, hdu in enumerate(hdul):
+        header = hdu.header
+        if i > 0 and str(header.get("XTENSION", "")).strip().upper() not in ("IMAGE", "IMAGE   "):
+            continue
+        shape = _image_shape(header)
+        extname = str(header.get("EXTNAME", "PRIMARY" if i == 0 else "")).strip().upper()
+        if len(shape) >= 2 and math.prod(shape) > 0:
+            images.append((i, extname, shape))
+    if not images:
+        kinds = ", ".join(f"{i}:{type(h).__name__}" for i, h in enumerate(hdul))
+        msg = f"has no 2-D image HDU (HDUs: {kinds}); give a FITS image with a celestial WCS"
+        raise SourceError(src.uri, msg)
+    candidates = [im for im in images if im[1] not in _AUXILIARY]
+    if any(im[1] == "SCI" for im in candidates):
+        candidates = [im for im in candidates if im[1] == "SCI"]
+    plans: list[ImagePlan] = []
+    rejected: list[tuple[int, str]] = []
+    if not candidates:
+        msg = f"has only auxiliary image extensions ({[im[1] for im in images]}), no science image"
+        raise SourceError(src.uri, msg)
+    for i, extname, shape in candidates:
+        header = hdul[i].header
+        if len(shape) > 2 and math.prod(shape[:-2]) != 1:
+            rejected.append((i, f"HDU {i} is a {len(shape)}-D cube {shape}; give a 2-D image"))
+            continue
+        try:
+            wcs = _celestial_wcs(src, header, i)
+        except SourceError as exc:
+            rejected.append((i, exc.reason))
+            continue
+        check_rectified(src, wcs, header, primary, i)  # refuses the whole file
+        offset = _data_offset(hdul[i])
+        _check_complete(src, header, offset, f"HDU {i} ({extname or 'image'})")
+        fp = _footprint_hdu(hdul, i, shape)
+        fp_header = hdul[fp[0]].header if fp[0] is not None else None
+        fp_offset = _data_offset(hdul[fp[0]]) if fp[0] is not None else None
+        if fp[0] is not None:
+            _check_complete(src, fp_header, fp_offset, f"HDU {fp[0]} ({fp[1]})")
+        plans.append(
+            ImagePlan(
+                hdu=i,
+                extname=extname,
+                header=header,
+                primary=primary,
+                offset=offset,
+                footprint_hdu=fp[0],
+                footprint_kind=fp[1],
+                footprint_header=fp_header,
+                footprint_offset=fp_offset,
+                wcs=wcs,
+            )
+        )
+    return plans, rejected
+
+
+def _footprint_hdu(hdul, sci_index: int, shape: tuple[int, ...]) -> tuple[int | None, str]:
+    """The WHT (else CTX) extension matching the science HDU's EXTVER and shape."""
+    extver = hdul[sci_index].header.get("EXTVER", 1)
+    for kind in ("WHT", "CTX"):
+        for j, hdu in enumerate(hdul):
+            header = hdu.header
+            if str(header.get("EXTNAME", "")).strip().upper() != kind:
+                continue
+            if header.get("EXTVER", 1) != extver:
+                continue
+            if _image_shape(header) == shape:
+                return j, kind
+    return None, "finite-nonzero"
+
+
+def open_fits(src: Source):
+    """Open the FITS structure of ``src`` lazily (headers only; pixels stay on disk/remote).
+
+    Raises
+    ------
+    SourceError
+        If astropy cannot parse the file as FITS.
+    """
+    from astropy.io import fits
+    from astropy.utils.exceptions import AstropyWarning
+
+    fileobj = src.fileobj()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", AstropyWarning)
+            hdul = fits.open(fileobj, memmap=False, lazy_load_hdus=False, mode="readonly")
+            list(hdul)  # parse every header now, inside the warning filter
+    except Exception as exc:
+        fileobj.close()
+        msg = f"is not a readable FITS file ({type(exc).__name__}: {exc}); check or re-download it"
+        raise SourceError(src.uri, msg) from None
+    return hdul, fileobj
