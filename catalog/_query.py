@@ -1,0 +1,199 @@
+"""Query helpers of the catalogue: metadata filters, sky positions and result tables."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+import pandas as pd
+from astropy import units as u
+from astropy.coordinates import SkyCoord
+from astropy.table import Table
+from astropy.time import Time
+
+from catalog.errors import QueryError
+
+__all__ = ["FILTER_KEYS", "RESULT_COLUMNS", "centres", "filter_mask", "result_table", "to_angle"]
+
+#: Keyword filters accepted by :meth:`catalog.Catalogue.similar` and :meth:`catalog.Catalogue.cone`.
+FILTER_KEYS: tuple[str, ...] = ("instrument", "filter", "zoom", "date", "proposal", "region")
+
+#: Columns of every result table, in order (more metadata columns follow them).
+RESULT_COLUMNS: tuple[str, ...] = (
+    "tile_id",
+    "similarity",
+    "ra",
+    "dec",
+    "zoom",
+    "instrument",
+    "filter",
+    "date",
+    "source",
+)
+
+
+def _as_list(value: object) -> list:
+    if isinstance(value, str | bytes) or not isinstance(value, Iterable):
+        return [value]
+    return list(value)
+
+
+def to_angle(radius: object, *, what: str = "radius") -> u.Quantity:
+    """``radius`` as an angle Quantity; a bare number is taken in degrees."""
+    try:
+        angle = (
+            u.Quantity(radius, u.deg) if not isinstance(radius, u.Quantity) else radius.to(u.deg)
+        )
+    except (u.UnitsError, TypeError, ValueError):
+        msg = f"{what}={radius!r} is not an angle; give an astropy Quantity such as 30 * u.arcsec"
+        raise QueryError(msg) from None
+    if not np.all(np.isfinite(angle.value)) or np.any(angle.value < 0):
+        msg = f"{what}={radius!r} must be a finite, non-negative angle"
+        raise QueryError(msg)
+    return angle
+
+
+def centres(meta: pd.DataFrame) -> SkyCoord:
+    """Tile centres of ``meta`` (columns ``ra``, ``dec`` in degrees ICRS)."""
+    return SkyCoord(
+        meta["ra"].to_numpy(float) * u.deg, meta["dec"].to_numpy(float) * u.deg, frame="icrs"
+    )
+
+
+def _to_time(value: object, what: str) -> pd.Timestamp | None:
+    if value is None:
+        return None
+    try:
+        if isinstance(value, Time):
+            value = value.isot
+        return pd.Timestamp(value)
+    except (ValueError, TypeError):
+        msg = (
+            f"date filter bound {what}={value!r} is not a date; use an ISO string like '2004-03-01'"
+        )
+        raise QueryError(msg) from None
+
+
+def _text_match(column: pd.Series, values: list) -> np.ndarray:
+    wanted = {str(v).strip().upper() for v in values}
+    return column.astype("string").fillna("").str.strip().str.upper().isin(wanted).to_numpy()
+
+
+def filter_mask(
+    meta: pd.DataFrame, coords: SkyCoord | None = None, **filters: object
+) -> np.ndarray | None:
+    """Boolean mask of the rows of ``meta`` that pass every filter (``None``: no filter given).
+
+    Parameters
+    ----------
+    meta : pandas.DataFrame
+        Catalogue metadata.
+    coords : SkyCoord, optional
+        Tile centres of ``meta`` (computed when needed and not given).
+    **filters
+        ``instrument``, ``filter`` (case-insensitive names), ``zoom`` (binning factor),
+        ``proposal`` (proposal id), ``date=(start, end)`` (inclusive, either end ``None`` for
+        open; ISO strings, datetimes or astropy Times), ``region=(SkyCoord, radius)`` (tile centre
+        within ``radius``). Each accepts one value or a list (any of them matches); ``None``
+        means no constraint.
+
+    Raises
+    ------
+    QueryError
+        For an unknown filter name or a value that cannot be interpreted.
+    """
+    unknown = sorted(set(filters) - set(FILTER_KEYS))
+    if unknown:
+        msg = f"unknown filter(s) {unknown}; the filters are {list(FILTER_KEYS)}"
+        raise QueryError(msg)
+    active = {k: v for k, v in filters.items() if v is not None}
+    if not active:
+        return None
+    mask = np.ones(len(meta), dtype=bool)
+    for key, value in active.items():
+        if key == "instrument":
+            mask &= _text_match(meta["instrument"], _as_list(value))
+        elif key == "filter":
+            mask &= _text_match(meta["filter"], _as_list(value))
+        elif key == "proposal":
+            mask &= _text_match(meta["proposal_id"], _as_list(value))
+        elif key == "zoom":
+            try:
+                zooms = [int(z) for z in _as_list(value)]
+            except (TypeError, ValueError):
+                msg = f"zoom={value!r} must be an integer binning factor or a list of them"
+                raise QueryError(msg) from None
+            mask &= meta["zoom"].astype(int).isin(zooms).to_numpy()
+        elif key == "date":
+            ranges = [value] if _is_date_range(value) else _as_list(value)
+            dates = pd.to_datetime(meta["date_obs"], errors="coerce")
+            sub = np.zeros(len(meta), dtype=bool)
+            for rng in ranges:
+                if not _is_date_range(rng):
+                    msg = f"date={value!r} must be a (start, end) pair or a list of pairs"
+                    raise QueryError(msg)
+                start, end = _to_time(rng[0], "start"), _to_time(rng[1], "end")
+                ok = np.array(dates.notna().to_numpy(), dtype=bool)
+                if start is not None:
+                    ok &= (dates >= start).to_numpy()
+                if end is not None:
+                    # a bare date as the end includes that whole day
+                    if end == end.normalize():
+                        end = end + pd.Timedelta(days=1) - pd.Timedelta(microseconds=1)
+                    ok &= (dates <= end).to_numpy()
+                sub |= ok
+            mask &= sub
+        elif key == "region":
+            regions = [value] if _is_region(value) else _as_list(value)
+            if coords is None:
+                coords = centres(meta)
+            sub = np.zeros(len(meta), dtype=bool)
+            for reg in regions:
+                if not _is_region(reg):
+                    msg = f"region={value!r} must be a (SkyCoord, radius) pair or a list of pairs"
+                    raise QueryError(msg)
+                centre, radius = reg
+                sub |= (coords.separation(centre) <= to_angle(radius)).astype(bool)
+            mask &= sub
+    return mask
+
+
+def _is_date_range(value: object) -> bool:
+    return (
+        isinstance(value, tuple | list)
+        and len(value) == 2
+        and not isinstance(value[0], tuple | list)
+    )
+
+
+def _is_region(value: object) -> bool:
+    return isinstance(value, tuple | list) and len(value) == 2 and isinstance(value[0], SkyCoord)
+
+
+def result_table(
+    meta: pd.DataFrame, rows: np.ndarray, score: np.ndarray | None, score_name: str, unit=None
+) -> Table:
+    """Result table of ``rows`` of ``meta`` with ``score`` as column ``score_name``.
+
+    Columns: :data:`RESULT_COLUMNS` (``similarity`` replaced by ``score_name``), then
+    ``proposal_id``, ``detector``, ``pixel_scale``, ``mosaic_id``, ``row``.
+    """
+    sub = meta.iloc[np.asarray(rows, dtype=np.int64)]
+    table = Table()
+    table["tile_id"] = sub["tile_id"].astype(str).to_numpy()
+    if score is not None:
+        table[score_name] = np.asarray(score, dtype=np.float64)
+        if unit is not None:
+            table[score_name].unit = unit
+    table["ra"] = sub["ra"].to_numpy(float) * u.deg
+    table["dec"] = sub["dec"].to_numpy(float) * u.deg
+    table["zoom"] = sub["zoom"].to_numpy(int)
+    for name, col in (("instrument", "instrument"), ("filter", "filter"), ("date", "date_obs")):
+        table[name] = sub[col].astype("string").fillna("").to_numpy(dtype=str)
+    table["source"] = sub["source"].astype(str).to_numpy()
+    table["proposal_id"] = sub["proposal_id"].astype("string").fillna("").to_numpy(dtype=str)
+    table["detector"] = sub["detector"].astype("string").fillna("").to_numpy(dtype=str)
+    table["pixel_scale"] = sub["pixel_scale"].to_numpy(float) * u.arcsec / u.pix
+    table["mosaic_id"] = sub["mosaic_id"].astype(str).to_numpy()
+    table["row"] = np.asarray(rows, dtype=np.int64)
+    return table
