@@ -23,6 +23,7 @@ import shutil
 import tempfile
 import threading
 import warnings
+import zlib
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -214,7 +215,7 @@ def open_source(source: str | os.PathLike[str], *, tmpdir: str | None = None) ->
                 hashing = _HashingReader(raw, digest)
                 with gzip.GzipFile(fileobj=hashing, mode="rb") as gz, open(out_path, "wb") as out:
                     shutil.copyfileobj(gz, out, _HASH_PIECE)
-        except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        except (OSError, EOFError, zlib.error) as exc:
             src.close()
             msg = f"is not a valid gzip stream ({exc}); re-download the file"
             raise SourceError(uri, msg) from None

@@ -35,7 +35,6 @@ from tiling._source import open_fits, open_source, plan_images
 from tiling._wcs import box_wcs, centres_icrs, pixel_scale_arcsec, wcs_from_header_text
 from tiling.augment import AUGMENTATIONS
 from tiling.errors import (
-    HubcatError,
     NonFinitePixelsWarning,
     SourceError,
     StoreNotFoundError,
@@ -427,7 +426,7 @@ class TileStore:
                             raise
                         skipped[plan.hdu] = exc.reason
                 if not reports:
-                    reasons = "; ".join(f"HDU {h}: {r}" for h, r in sorted(skipped.items()))
+                    reasons = "; ".join(r for _, r in sorted(skipped.items()))
                     raise SourceError(src.uri, f"no image HDU can be tiled: {reasons}")
             finally:
                 hdul.close()
@@ -453,7 +452,7 @@ class TileStore:
         zooms, skipped_zooms = cutter.zooms_fitting()
         if not zooms:
             msg = (
-                f"HDU {plan.hdu} image is {cutter.nx}x{cutter.ny} px, smaller than one "
+                f"HDU {plan.hdu} is {cutter.nx}x{cutter.ny} px, smaller than one "
                 f"{cfg.tile_size}x{cfg.tile_size} tile at zoom {min(cfg.zooms)} "
                 f"({cfg.box(min(cfg.zooms))} source px on a side); give a larger mosaic"
             )
@@ -756,7 +755,3 @@ class _progress:
     def __exit__(self, *exc: object) -> None:
         if self._bar is not None:
             self._bar.__exit__(*exc)
-
-
-def _is_hubcat_error(exc: BaseException) -> bool:
-    return isinstance(exc, HubcatError)
