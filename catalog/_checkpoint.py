@@ -40,10 +40,12 @@ __all__ = [
     "SigningKey",
     "SigningKeyError",
     "VerifierKey",
+    "default_key_path",
     "generate_signing_key",
     "load_or_create_signing_key",
     "load_signing_key",
     "load_verifier_key",
+    "write_key_pair",
 ]
 
 #: Key name used when the operator gives none.
@@ -320,6 +322,15 @@ def write_key_pair(
     os.chmod(path, 0o600)
     pub.write_text(key.verifier.text + "\n", encoding="utf-8")
     return pub
+
+
+def default_key_path() -> Path:
+    """Where an operator's signing key lives by default.
+
+    ``$HUBCAT_SIGNING_KEY`` when set, else ``~/.hubcat/hubcat.key`` (public key beside it, in
+    ``hubcat.key.pub``).
+    """
+    return Path(os.environ.get("HUBCAT_SIGNING_KEY", "~/.hubcat/hubcat.key")).expanduser()
 
 
 def load_or_create_signing_key(

@@ -40,10 +40,12 @@ from catalog._checkpoint import (
     SigningKey,
     SigningKeyError,
     VerifierKey,
+    default_key_path,
     generate_signing_key,
     load_or_create_signing_key,
     load_signing_key,
     load_verifier_key,
+    write_key_pair,
 )
 from catalog._leaves import (
     LEAF_SCHEMA,
@@ -68,6 +70,13 @@ from catalog._merkle import (
     verify_consistency,
     verify_inclusion,
 )
+from catalog._verify import (
+    ConsistencyCheck,
+    InclusionProof,
+    VerificationReport,
+    verify_catalogue,
+    verify_tile,
+)
 
 __all__ = [
     "EMPTY_ROOT",
@@ -75,6 +84,8 @@ __all__ = [
     "RECORD_KEYS",
     "Checkpoint",
     "CheckpointError",
+    "ConsistencyCheck",
+    "InclusionProof",
     "MerkleTree",
     "ProofError",
     "ProvenanceError",
@@ -83,10 +94,12 @@ __all__ = [
     "SigningKey",
     "SigningKeyError",
     "VerificationError",
+    "VerificationReport",
     "VerifierKey",
     "build_provenance",
     "canonical_json",
     "consistency_proof",
+    "default_key_path",
     "generate_signing_key",
     "hash_children",
     "hash_leaf",
@@ -97,6 +110,9 @@ __all__ = [
     "load_verifier_key",
     "merkle_root",
     "parse_leaf",
+    "verify_catalogue",
     "verify_consistency",
     "verify_inclusion",
+    "verify_tile",
+    "write_key_pair",
 ]
