@@ -144,10 +144,22 @@ class RunSummary:
     def render(self, width: int = 110) -> str:
         """The summary as text tables (what ``hubcat run`` prints at the end)."""
         from rich.console import Console
-        from rich.table import Table
 
         buf = io.StringIO()
         console = Console(file=buf, width=width, force_terminal=False, color_system=None)
+        if self.sources:
+            console.print(self._sources_table())
+        totals = self._totals_table()
+        console.print(totals)
+        if self.unit_failures:
+            console.print("failed units:")
+            for f in self.unit_failures:
+                console.print(f"  {f.get('unit_key')}: {f.get('reason')}")
+        return buf.getvalue().rstrip("\n")
+
+    def _sources_table(self):
+        from rich.table import Table
+
         table = Table(title="hubcat run: sources", title_justify="left", expand=False)
         table.add_column("status")
         table.add_column("source", overflow="fold")
@@ -155,8 +167,12 @@ class RunSummary:
         table.add_column("s", justify="right")
         table.add_column("reason", overflow="fold")
         for s in self.sources:
-            table.add_row(s.status, s.source, str(s.tiles), f"{s.seconds:.1f}", s.reason)
-        console.print(table)
+            reason = s.reason.removeprefix(f"{s.source}: ")  # the source is in its own column
+            table.add_row(s.status, s.source, str(s.tiles), f"{s.seconds:.1f}", reason)
+        return table
+
+    def _totals_table(self):
+        from rich.table import Table
 
         totals = Table(title="summary", title_justify="left", show_header=False, expand=False)
         totals.add_column("what")
@@ -185,9 +201,4 @@ class RunSummary:
         totals.add_row("Merkle root", self.merkle_root or "- (no catalogue written)")
         if self.dashboard:
             totals.add_row("dashboard", self.dashboard)
-        console.print(totals)
-        if self.unit_failures:
-            console.print("failed units:")
-            for f in self.unit_failures:
-                console.print(f"  {f.get('unit_key')}: {f.get('reason')}")
-        return buf.getvalue().rstrip("\n")
+        return totals

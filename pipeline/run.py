@@ -28,7 +28,15 @@ from pipeline._summary import RunSummary, SourceOutcome
 from tiling.errors import HubcatError
 from tiling.storage import join_uri, open_object_store
 
-__all__ = ["RunSummary", "SourceOutcome", "open_run_state", "run_pipeline", "tile_store_uri"]
+__all__ = [
+    "RunSummary",
+    "SourceOutcome",
+    "model_versions",
+    "open_run_state",
+    "reprocess_catalogue",
+    "run_pipeline",
+    "tile_store_uri",
+]
 
 log = logging.getLogger(__name__)
 
@@ -75,55 +83,47 @@ def _endpoint(endpoint_url: str | None) -> Iterator[None]:
 
 
 class _Stages:
-    """Progress bars (rich) per stage, or nothing when ``progress`` is False."""
+    """One rich progress bar per stage (on stderr), or nothing when ``progress`` is False.
+
+    Only one bar is live at a time: the embedding stage shows the grid's own bar.
+    """
 
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
-        self._progress = None
-
-    def __enter__(self) -> _Stages:
-        if self.enabled:
+        self._console = None
+        if enabled:
             from rich.console import Console
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-            )
 
-            self._progress = Progress(
-                TextColumn("[bold]{task.description:<10}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                TextColumn("{task.fields[note]}"),
-                transient=False,
-                console=Console(stderr=True),
-            )
-            self._progress.start()
-        return self
+            self._console = Console(stderr=True)
 
-    def __exit__(self, *exc: object) -> None:
-        if self._progress is not None:
-            self._progress.stop()
+    @contextlib.contextmanager
+    def stage(self, name: str, total: int | None):
+        """Context manager yielding ``advance(n=1, note="")`` for a stage of ``total`` steps."""
+        if not self.enabled:
+            yield lambda n=1, note="": None
+            return
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
 
-    def add(self, name: str, total: int | None) -> int | None:
-        if self._progress is None:
-            return None
-        return self._progress.add_task(name, total=total, note="")
-
-    def advance(self, task: int | None, n: int = 1, note: str = "") -> None:
-        if self._progress is not None and task is not None:
-            self._progress.update(task, advance=n, note=note)
-
-    def update(self, task: int | None, **kwargs) -> None:
-        if self._progress is not None and task is not None:
-            self._progress.update(task, **kwargs)
+        with Progress(
+            TextColumn(f"[bold]{name:<10}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[note]}"),
+            console=self._console,
+        ) as bar:
+            task = bar.add_task(name, total=total, note="")
+            yield lambda n=1, note="": bar.update(task, advance=n, note=note)
 
     def print(self, text: str) -> None:
-        if self._progress is not None:
-            self._progress.console.print(text, highlight=False, markup=False)
+        if self._console is not None:
+            self._console.print(text, highlight=False, markup=False)
 
 
 def _reason(exc: BaseException) -> str:
@@ -323,73 +323,65 @@ def _run(
         weights_sha256=emb_model.weights_sha256,
         attempt=attempt,
     )
-    given = {s.uri: s for s in specs}
 
-    with _Stages(progress) as stages:
-        # ---------------------------------------------------------------- tiling
-        t0 = time.perf_counter()
-        tile_store = TileStore.open_or_create(store_uri, tiling_config)
-        task = stages.add("tiling", len(plan.sources))
+    stages = _Stages(progress)
+    # ---------------------------------------------------------------- tiling
+    t0 = time.perf_counter()
+    tile_store = TileStore.open_or_create(store_uri, tiling_config)
+    with stages.stage("tiling", len(plan.sources)) as advance:
         for uri in plan.sources:
-            record = state.source(uri)
-            outcome = _tile_one(
-                tile_store, state, record, given.get(uri), retry_failed, stages, task
-            )
+            outcome = _tile_one(tile_store, state, state.source(uri), retry_failed, stages)
             summary.sources.append(outcome)
-            stages.advance(task, note=Path(uri).name)
-        for rej in rejected:
-            summary.sources.append(SourceOutcome(rej.given, "failed", rej.reason))
-        summary.stage_seconds["tiling"] = time.perf_counter() - t0
-        summary.tiles_added = sum(s.tiles for s in summary.done)
+            advance(note=uri.rsplit("/", 1)[-1])
+    for rej in rejected:
+        summary.sources.append(SourceOutcome(rej.given, "failed", rej.reason))
+    summary.stage_seconds["tiling"] = time.perf_counter() - t0
+    summary.tiles_added = sum(s.tiles for s in summary.done)
 
-        # ---------------------------------------------------------------- embedding
-        t0 = time.perf_counter()
-        units = tile_store.units()
-        summary.tiles = len(tile_store.metadata())
-        summary.units = len(units)
-        embedding_store = EmbeddingStore(tile_store.uri, emb_model)
-        todo = [u for u in units if not embedding_store.has(u.unit_key)]
-        summary.units_reused = len(units) - len(todo)
-        task = stages.add("embedding", len(units))
-        stages.update(
-            task, completed=summary.units_reused, note=f"{summary.units_reused} already done"
+    # ---------------------------------------------------------------- embedding
+    t0 = time.perf_counter()
+    units = tile_store.units()
+    summary.tiles = len(tile_store.metadata())
+    summary.units = len(units)
+    embedding_store = EmbeddingStore(tile_store.uri, emb_model)
+    todo = [u for u in units if not embedding_store.has(u.unit_key)]
+    summary.units_reused = len(units) - len(todo)
+    stages.print(
+        f"embedding: {len(units)} units, {summary.units_reused} already done (not recomputed), "
+        f"{len(todo)} to run"
+    )
+    if todo:
+        report = _embed(
+            tile_store,
+            model,
+            weights,
+            scheduler=scheduler,
+            client=client,
+            grid_config=grid_config,
+            workers=workers,
+            progress=progress,
         )
-        if todo:
-            report, dashboard = _embed(
-                tile_store,
-                emb_model,
-                model,
-                weights,
-                scheduler=scheduler,
-                client=client,
-                grid_config=grid_config,
-                workers=workers,
-                stages=stages,
-                task=task,
-            )
-            summary.dashboard = dashboard
-            done_now = {u.unit_key for u in todo if embedding_store.has(u.unit_key)}
-            summary.units_computed = len(done_now)
-            failed = [u for u in todo if u.unit_key not in done_now]
-            summary.units_failed = len(failed)
-            reasons = _unit_reasons(report)
-            summary.unit_failures = [
-                {"unit_key": u.unit_key, "reason": reasons.get(u.unit_key, "no accepted result")}
-                for u in failed
-            ]
-            stages.update(task, completed=summary.units_reused + summary.units_computed)
-        summary.stage_seconds["embedding"] = time.perf_counter() - t0
+        summary.dashboard = report.dashboard or None
+        done_now = {u.unit_key for u in todo if embedding_store.has(u.unit_key)}
+        summary.units_computed = len(done_now)
+        failed = [u for u in todo if u.unit_key not in done_now]
+        summary.units_failed = len(failed)
+        summary.unit_failures = [
+            {"unit_key": u.unit_key, "reason": _unit_reason(tile_store, emb_model, u.unit_key)}
+            for u in failed
+        ]
+    summary.stage_seconds["embedding"] = time.perf_counter() - t0
 
-        # ---------------------------------------------------------------- catalogue
-        t0 = time.perf_counter()
-        if summary.tiles and (summary.units_reused + summary.units_computed):
-            from catalog import Catalogue
+    # ---------------------------------------------------------------- catalogue
+    t0 = time.perf_counter()
+    if summary.tiles and (summary.units_reused + summary.units_computed):
+        from catalog import Catalogue
 
-            task = stages.add("catalogue", 1)
+        with stages.stage("catalogue", 1) as advance:
             cat = Catalogue.build(out_store, tile_store, embedding_store, signing_key)
-            stages.advance(task)
-            _fill_catalogue(summary, cat.manifest)
-        summary.stage_seconds["catalogue"] = time.perf_counter() - t0
+            advance()
+        _fill_catalogue(summary, cat.manifest)
+    summary.stage_seconds["catalogue"] = time.perf_counter() - t0
 
     summary.stage_seconds["total"] = time.perf_counter() - t_start
     state.write_attempt(
@@ -409,7 +401,199 @@ def _run(
     return summary
 
 
-def _tile_one(tile_store, state: RunState, record: SourceRecord, spec, retry_failed, stages, task):
+def _model_slug(name: str, digest: str) -> str:
+    safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in name)
+    return f"{safe}-{digest[:12]}"
+
+
+def model_versions(catalogue: str | os.PathLike[str]) -> list[dict]:
+    """The model versions of a catalogue: the first model's at its root, later ones (made by
+    :func:`reprocess_catalogue`) under ``models/<name>-<digest>/``. Each entry: ``version``,
+    ``model``, ``model_digest``, ``weights_sha256``, ``catalogue`` (URI), ``created``,
+    ``merkle_root``."""
+    import json
+
+    from tiling.errors import StoreNotFoundError
+
+    state = open_run_state(catalogue)
+    try:
+        return json.loads(state.root.get("models.json"))
+    except StoreNotFoundError:
+        pass
+    try:
+        manifest = json.loads(state.catalogue.get("manifest.json"))
+    except StoreNotFoundError:
+        return []
+    prov = manifest.get("provenance") or {}
+    model = manifest.get("model", {})
+    return [
+        {
+            "version": 1,
+            "model": model.get("name"),
+            "model_digest": model.get("digest"),
+            "weights_sha256": model.get("weights_sha256"),
+            "catalogue": state.catalogue.uri,
+            "created": manifest.get("created"),
+            "merkle_root": prov.get("root") if isinstance(prov, dict) else None,
+        }
+    ]
+
+
+def reprocess_catalogue(
+    catalogue: str | os.PathLike[str],
+    model: str,
+    weights: str | os.PathLike[str] | None = None,
+    *,
+    scheduler: str | None = None,
+    client=None,
+    grid_config=None,
+    workers: int | None = None,
+    signing_key=None,
+    endpoint_url: str | None = None,
+    progress: bool = True,
+) -> RunSummary:
+    """Re-embed a catalogue's tiles with another model and write a new model version.
+
+    The tiles are not re-cut: the tile store of the catalogue is embedded again (on the grid,
+    resumable like a run), and the new model's catalogue is written under
+    ``<catalogue>/models/<name>-<digest12>/``, with its own index and provenance. The earlier
+    version is left untouched and still opens; :func:`model_versions` lists them all.
+
+    Parameters
+    ----------
+    catalogue : str or path-like
+        The catalogue made by :func:`run_pipeline` (local folder or ``s3://`` prefix).
+    model, weights : str
+        The new model's name and, optionally, a local weights file.
+    scheduler, client, grid_config, workers, signing_key, endpoint_url, progress
+        As for :func:`run_pipeline`.
+
+    Returns
+    -------
+    RunSummary
+        ``catalogue`` is the new version's URI; units computed / reused as for a run.
+
+    Raises
+    ------
+    RunStateError
+        No catalogue at ``catalogue``, or it already holds this exact model.
+    """
+    with _endpoint(endpoint_url):
+        return _reprocess(
+            catalogue,
+            model,
+            weights,
+            scheduler=scheduler,
+            client=client,
+            grid_config=grid_config,
+            workers=workers,
+            signing_key=signing_key,
+            progress=progress,
+        )
+
+
+def _reprocess(
+    catalogue, model, weights, *, scheduler, client, grid_config, workers, signing_key, progress
+):
+    import json
+
+    from catalog import Catalogue
+    from embeddings import EmbeddingStore, load_model
+    from pipeline.errors import RunStateError
+    from tiling import TileStore
+
+    t_start = time.perf_counter()
+    state = open_run_state(catalogue)
+    versions = model_versions(catalogue)
+    if not versions:
+        msg = f"no catalogue at {state.catalogue.uri}; make one with `hubcat run SOURCES --out {catalogue}`"
+        raise RunStateError(msg)
+    plan = state.read_plan()
+    store_uri = (
+        plan.store if plan is not None else Catalogue.open(state.catalogue).manifest["tile_store"]
+    )
+    new_model = load_model(model, weights)
+    for v in versions:
+        if v["model_digest"] == new_model.digest:
+            msg = (
+                f"catalogue version {v['version']} ({v['catalogue']}) already holds model "
+                f"{new_model.name} with these weights (digest {new_model.digest[:12]}); nothing to do"
+            )
+            raise RunStateError(msg)
+    out_uri = join_uri(
+        state.catalogue.uri, f"models/{_model_slug(new_model.name, new_model.digest)}"
+    )
+    summary = RunSummary(
+        catalogue=out_uri,
+        tile_store=store_uri,
+        model=new_model.name,
+        model_digest=new_model.digest,
+        weights_sha256=new_model.weights_sha256,
+    )
+    stages = _Stages(progress)
+    tile_store = TileStore.open(store_uri)
+    summary.stage_seconds["tiling"] = 0.0  # tiles are not re-cut
+
+    t0 = time.perf_counter()
+    units = tile_store.units()
+    summary.tiles = len(tile_store.metadata())
+    summary.units = len(units)
+    embedding_store = EmbeddingStore(tile_store.uri, new_model)
+    todo = [u for u in units if not embedding_store.has(u.unit_key)]
+    summary.units_reused = len(units) - len(todo)
+    stages.print(
+        f"reprocess with {new_model.name}: {len(units)} units of {tile_store.uri}, "
+        f"{summary.units_reused} already embedded with it"
+    )
+    if todo:
+        report = _embed(
+            tile_store,
+            model,
+            weights,
+            scheduler=scheduler,
+            client=client,
+            grid_config=grid_config,
+            workers=workers,
+            progress=progress,
+        )
+        summary.dashboard = report.dashboard or None
+        done_now = {u.unit_key for u in todo if embedding_store.has(u.unit_key)}
+        summary.units_computed = len(done_now)
+        failed = [u for u in todo if u.unit_key not in done_now]
+        summary.units_failed = len(failed)
+        summary.unit_failures = [
+            {"unit_key": u.unit_key, "reason": _unit_reason(tile_store, new_model, u.unit_key)}
+            for u in failed
+        ]
+    summary.stage_seconds["embedding"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    if summary.units_reused + summary.units_computed:
+        with stages.stage("catalogue", 1) as advance:
+            cat = Catalogue.build(out_uri, tile_store, embedding_store, signing_key)
+            advance()
+        _fill_catalogue(summary, cat.manifest)
+        versions.append(
+            {
+                "version": len(versions) + 1,
+                "model": new_model.name,
+                "model_digest": new_model.digest,
+                "weights_sha256": new_model.weights_sha256,
+                "weights": None if weights is None else os.fspath(weights),
+                "catalogue": out_uri,
+                "created": now(),
+                "merkle_root": summary.merkle_root,
+            }
+        )
+        state.root.put("models.json", (json.dumps(versions, indent=2) + "\n").encode())
+        summary.catalogue_version = len(versions)
+    summary.stage_seconds["catalogue"] = time.perf_counter() - t0
+    summary.stage_seconds["total"] = time.perf_counter() - t_start
+    return summary
+
+
+def _tile_one(tile_store, state: RunState, record: SourceRecord, retry_failed: bool, stages):
+    """Tile one source into the store, recording the outcome; never raises for a bad source."""
     uri = record.uri
     if record.status == "done":
         return SourceOutcome(
@@ -435,41 +619,46 @@ def _tile_one(tile_store, state: RunState, record: SourceRecord, spec, retry_fai
         record.status, record.reason, record.error = "failed", _reason(exc), type(exc).__name__
         record.seconds = time.perf_counter() - t0
         state.write_source(record)
-        stages.print(f"failed: {uri}: {record.reason}")
+        stages.print(f"failed: {record.reason}")
         return SourceOutcome(uri, "failed", record.reason, seconds=record.seconds)
     record.status, record.reason, record.error = "done", "", ""
-    record.tiles = _count_tiles(report)
-    record.mosaic_id = str(getattr(report, "mosaic_id", "") or "")
-    record.source_sha256 = str(getattr(report, "source_sha256", "") or "")
+    record.tiles = sum(m.tiles for m in report.mosaics)
+    record.mosaic_id = ",".join(report.mosaic_ids)
+    record.source_sha256 = report.source_sha256
     record.seconds = time.perf_counter() - t0
     state.write_source(record)
-    reason = ""
-    if getattr(report, "already_present", False) or getattr(report, "skipped", False):
-        reason = "same content already in the tile store"
-    return SourceOutcome(uri, "done", reason, record.tiles, record.seconds, record.mosaic_id)
+    notes = []
+    if report.already_present:
+        notes.append("same content already in the tile store")
+    notes.extend(f"HDU {h} skipped: {r}" for h, r in sorted(report.skipped_hdus.items()))
+    notes.extend(report.warnings)
+    return SourceOutcome(
+        uri, "done", "; ".join(notes), record.tiles, record.seconds, record.mosaic_id
+    )
 
 
-def _unit_reasons(report: object) -> dict[str, str]:
-    failures = getattr(report, "failures", None) or getattr(report, "failed", None) or {}
-    if isinstance(failures, dict):
-        return {str(k): str(v) for k, v in failures.items()}
-    out = {}
-    for item in failures if isinstance(failures, list | tuple) else ():
-        key = getattr(item, "unit_key", None) or (
-            item.get("unit_key") if isinstance(item, dict) else None
+def _unit_reason(tile_store, emb_model, unit_key: str) -> str:
+    """Why the grid did not accept ``unit_key`` (from its unit record)."""
+    from grid import UnitRecords
+
+    try:
+        rec = UnitRecords(open_object_store(tile_store.uri).child(f"grid/{emb_model.digest}")).get(
+            unit_key
         )
-        why = getattr(item, "reason", None) or (
-            item.get("reason") if isinstance(item, dict) else None
-        )
-        if key:
-            out[str(key)] = str(why)
-    return out
+    except (HubcatError, ValueError):
+        rec = None
+    if not rec:
+        return "no accepted result"
+    reasons = sorted(
+        {r.get("reason", "") for r in rec.get("replicas", {}).values() if r.get("reason")}
+    )
+    return f"{rec.get('state', 'pending')}: " + (
+        "; ".join(reasons) or "no quorum of agreeing results"
+    )
 
 
-def _embed(
-    tile_store, emb_model, model, weights, *, scheduler, client, grid_config, workers, stages, task
-):
-    """Run the missing units on the grid; return the grid's report and the dashboard link."""
+def _embed(tile_store, model, weights, *, scheduler, client, grid_config, workers, progress):
+    """Run the units that have no accepted vectors on the grid; return the grid's report."""
     from grid import GridConfig, run_units
 
     config = grid_config or GridConfig()
@@ -481,22 +670,14 @@ def _embed(
             from distributed import Client
 
             client = own = Client(scheduler)
-        dashboard = getattr(client, "dashboard_link", None) if client is not None else None
-        if dashboard:
-            stages.print(f"Dask dashboard: {dashboard}")
-        report = run_units(
+        return run_units(
             tile_store,
             model_name=model,
             weights=None if weights is None else os.fspath(weights),
             client=client,
             config=config,
+            progress=progress,
         )
-        dashboard = (
-            dashboard
-            or getattr(report, "dashboard", None)
-            or getattr(report, "dashboard_link", None)
-        )
-        return report, dashboard
     finally:
         if own is not None:
             own.close()

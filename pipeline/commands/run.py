@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 __all__ = ["EXIT_PARTIAL", "register", "run_command"]
@@ -86,6 +87,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_command(args: argparse.Namespace) -> int:
     from pipeline.errors import SourceSpecError
     from pipeline.run import run_pipeline
+
+    if not args.verbose:  # the scheduler of a local cluster runs in this process
+        logging.getLogger("distributed").setLevel(logging.ERROR)
 
     if not args.sources and not args.mast and not _has_plan(args.out):
         msg = "no SOURCE given and no earlier run recorded at --out; name FITS files, s3:// URIs or --mast ids"

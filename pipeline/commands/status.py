@@ -70,6 +70,9 @@ def run_status_dict(catalogue: str, *, endpoint_url: str | None = None) -> dict:
         ]
         out["interrupted"] = bool(attempts) and attempts[-1].get("finished") is None
         out.update(_catalogue(state))
+        from pipeline.run import model_versions
+
+        out["model_versions"] = model_versions(catalogue)
     return out
 
 
@@ -139,8 +142,12 @@ def run_status(args: argparse.Namespace) -> int:
         print(f"Merkle root {status['merkle_root']}")
     else:
         print("catalogue   not written yet")
+    for v in status["model_versions"]:
+        print(
+            f"model v{v['version']:<3}  {v['model']} ({(v['model_digest'] or '')[:12]}) at {v['catalogue']}"
+        )
     for f in status["failed"]:
-        print(f"failed      {f['source']}: {f['reason']}")
+        print(f"failed      {f['reason']}")
     if status["interrupted"]:
         print("The last run did not finish: re-run the same `hubcat run` command to resume.")
     return 0

@@ -118,7 +118,9 @@ def test_mast_dataset_reads_anonymously(s3_server, hst_dir, tmp_path):
     s3_server.create_bucket("stpubdata")
     local = tmp_path / "j8bt06nyq_flt.fits"
     shutil.copy(hst_dir / "j8bt06nyq_flt.fits", local)
-    s3_server.client().upload_file(str(local), "stpubdata", mast_key("j8bt06nyq", "flt"))
+    s3_server.client().upload_file(
+        str(local), "stpubdata", mast_key("j8bt06nyq", "flt"), ExtraArgs={"ACL": "public-read"}
+    )
     specs, _ = resolve_sources(mast=["j8bt06nyq"], suffix="flt")
     uri = specs[0].uri
     base, _, key = uri.rpartition("/")

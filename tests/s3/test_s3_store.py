@@ -128,12 +128,23 @@ def test_listing_is_paginated(proxy, prefix):
 def test_anonymous_reads_of_a_public_bucket(s3_server, proxy, hst_dir):
     s3_server.create_bucket("stpubdata")
     key = mast_key("j8bt06nyq", "flt")
-    s3_server.client().upload_file(str(hst_dir / "j8bt06nyq_flt.fits"), "stpubdata", key)
+    client = s3_server.client()
+    client.upload_file(
+        str(hst_dir / "j8bt06nyq_flt.fits"), "stpubdata", key, ExtraArgs={"ACL": "public-read"}
+    )
+    client.put_object(
+        Bucket="stpubdata", Key="hst/public/private.fits", Body=b"SIMPLE"
+    )  # not public
     store = S3ObjectStore.from_uri("s3://stpubdata/hst/public", endpoint_url=proxy.endpoint_url)
     assert store.anonymous  # public bucket: unsigned requests, whatever the environment holds
     header = store.get_range("j8bt/j8bt06nyq/j8bt06nyq_flt.fits", 0, 2880)
     assert header.startswith(b"SIMPLE  =                    T")
     assert all("Authorization" not in r.headers for r in proxy.requests)
+    # a real 403 from the server: an object that is not public, read anonymously
+    with pytest.raises(
+        StoragePermissionError, match=r"access denied to s3://stpubdata/hst/public/private\.fits"
+    ):
+        store.get("private.fits")
     with pytest.raises(StoragePermissionError, match="anonymous"):
         store.presigned_get_url("j8bt/j8bt06nyq/j8bt06nyq_flt.fits")
 
