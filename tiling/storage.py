@@ -20,6 +20,7 @@ from tiling.errors import StorageError, StoreNotFoundError
 __all__ = [
     "LocalObjectStore",
     "ObjectStore",
+    "S3ObjectStore",  # noqa: F822 (lazy: module __getattr__)
     "is_remote_uri",
     "open_object_store",
     "zarr_store",
@@ -155,6 +156,16 @@ class LocalObjectStore(ObjectStore):
         except FileNotFoundError:
             msg = f"{self._path(key)} does not exist"
             raise StoreNotFoundError(msg) from None
+
+
+def __getattr__(name: str):
+    # S3ObjectStore lives in tiling._s3 (which imports this module); boto3 loads only on use.
+    if name == "S3ObjectStore":
+        from tiling._s3 import S3ObjectStore
+
+        return S3ObjectStore
+    msg = f"module {__name__!r} has no attribute {name!r}"
+    raise AttributeError(msg)
 
 
 def is_remote_uri(uri: str | os.PathLike[str]) -> bool:
