@@ -1,4 +1,9 @@
-"""hubcat's command line and end-to-end orchestration."""
+"""hubcat's command line and end-to-end orchestration.
+
+>>> from pipeline import run_pipeline
+>>> summary = run_pipeline(["mosaics/*.fits"], "catalogue/")   # doctest: +SKIP
+>>> summary.merkle_root                                          # doctest: +SKIP
+"""
 
 from __future__ import annotations
 
@@ -9,4 +14,19 @@ try:
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+unknown"
 
-__all__ = ["__version__"]
+from pipeline.run import (
+    RunSummary,
+    SourceOutcome,
+    model_versions,
+    reprocess_catalogue,
+    run_pipeline,
+)
+
+__all__ = [
+    "RunSummary",
+    "SourceOutcome",
+    "__version__",
+    "model_versions",
+    "reprocess_catalogue",
+    "run_pipeline",
+]
