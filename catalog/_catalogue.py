@@ -416,8 +416,8 @@ class Catalogue:
         except (KeyError, TypeError):
             msg = (
                 f"tile_id {tile_id!r} is not in the catalogue at {self.uri} ({len(self)} tiles); "
-                "list the ids with `cat.metadata()['tile_id']` or find tiles by position with "
-                "`cat.cone(coord, radius)`"
+                "list the ids with `cat.metadata()['tile_id']` (or `hubcat query CATALOGUE --list`), "
+                "or find tiles by position with `cat.cone(coord, radius)`"
             )
             raise UnknownTileError(msg) from None
 

@@ -6,6 +6,7 @@ import io
 import json
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -78,7 +79,10 @@ def table_to_bytes(table: Table, fmt: str) -> bytes:
             for name in clean.colnames:
                 if clean[name].dtype.kind == "U":
                     clean[name] = np.char.encode(clean[name].astype(str), "utf-8")
-        clean.write(path, format=_ASTROPY_FORMAT[fmt])
+        with warnings.catch_warnings():
+            # long meta keys become standard HIERARCH cards in FITS; nothing is lost
+            warnings.filterwarnings("ignore", message=".*HIERARCH card will be created.*")
+            clean.write(path, format=_ASTROPY_FORMAT[fmt])
         return path.read_bytes()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 from astropy.table import Table
 
 from catalog.errors import QueryError
@@ -146,7 +147,7 @@ def embedding_map(
         fig, ax = plt.subplots(figsize=(6, 5))
     else:
         fig = ax.figure
-    if np.issubdtype(values.dtype, np.number) and values.nunique() > 12:
+    if pd.api.types.is_numeric_dtype(values) and values.nunique() > 12:
         sc = ax.scatter(coords[:, 0], coords[:, 1], c=values.to_numpy(float), s=6, cmap="viridis")
         fig.colorbar(sc, ax=ax, label=color_by)
     else:

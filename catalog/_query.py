@@ -170,6 +170,12 @@ def _is_region(value: object) -> bool:
     return isinstance(value, tuple | list) and len(value) == 2 and isinstance(value[0], SkyCoord)
 
 
+def _str(column: pd.Series) -> np.ndarray:
+    """A numpy unicode array (never object dtype: every table writer handles it)."""
+    values = column.astype("string").fillna("").tolist()
+    return np.array(values, dtype=str) if values else np.zeros(0, dtype="<U1")
+
+
 def result_table(
     meta: pd.DataFrame, rows: np.ndarray, score: np.ndarray | None, score_name: str, unit=None
 ) -> Table:
@@ -180,7 +186,7 @@ def result_table(
     """
     sub = meta.iloc[np.asarray(rows, dtype=np.int64)]
     table = Table()
-    table["tile_id"] = sub["tile_id"].astype(str).to_numpy()
+    table["tile_id"] = _str(sub["tile_id"])
     if score is not None:
         table[score_name] = np.asarray(score, dtype=np.float64)
         if unit is not None:
@@ -189,11 +195,11 @@ def result_table(
     table["dec"] = sub["dec"].to_numpy(float) * u.deg
     table["zoom"] = sub["zoom"].to_numpy(int)
     for name, col in (("instrument", "instrument"), ("filter", "filter"), ("date", "date_obs")):
-        table[name] = sub[col].astype("string").fillna("").to_numpy(dtype=str)
-    table["source"] = sub["source"].astype(str).to_numpy()
-    table["proposal_id"] = sub["proposal_id"].astype("string").fillna("").to_numpy(dtype=str)
-    table["detector"] = sub["detector"].astype("string").fillna("").to_numpy(dtype=str)
+        table[name] = _str(sub[col])
+    table["source"] = _str(sub["source"])
+    table["proposal_id"] = _str(sub["proposal_id"])
+    table["detector"] = _str(sub["detector"])
     table["pixel_scale"] = sub["pixel_scale"].to_numpy(float) * u.arcsec / u.pix
-    table["mosaic_id"] = sub["mosaic_id"].astype(str).to_numpy()
+    table["mosaic_id"] = _str(sub["mosaic_id"])
     table["row"] = np.asarray(rows, dtype=np.int64)
     return table

@@ -14,6 +14,7 @@ from astropy.coordinates import SkyCoord
 
 from catalog import (
     RESULT_COLUMNS,
+    CatalogError,
     CatalogNotFoundError,
     Catalogue,
     CatalogWarning,
@@ -250,11 +251,8 @@ def test_merge_disjoint_partial_catalogues(tmp_path, cat, stores):
     # merging a catalogue with itself keeps each tile once
     again = Catalogue.merge(tmp_path / "m2", [a, a])
     assert len(again) == len(a)
-    with pytest.raises(CatalogError_, match="already holds a catalogue"):
+    with pytest.raises(CatalogError, match="already holds a catalogue"):
         Catalogue.merge(tmp_path / "m", [a])
-
-
-CatalogError_ = __import__("catalog").CatalogError
 
 
 def test_merge_refuses_other_models(tmp_path, stores):

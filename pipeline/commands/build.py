@@ -1,0 +1,148 @@
+"""``hubcat build``: merge a tile store's accepted embeddings into a catalogue (or a new version)."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+__all__ = ["find_embedding_store", "register", "run_build"]
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "build",
+        help="build a catalogue from a tile store's embeddings, add a version, or repair its index",
+        description=(
+            "Merge the accepted embeddings and tile metadata of STORE into the catalogue at OUT "
+            "(a folder or s3:// prefix): FAISS index, parquet metadata, manifest and Merkle-rooted "
+            "provenance. If OUT already holds a catalogue, the tiles it lacks are appended as a new "
+            "version (the old version stays readable). --rebuild-index rebuilds a missing or "
+            "corrupt index from the stored vectors; --merge combines partial catalogues."
+        ),
+    )
+    parser.add_argument("--store", metavar="PATH", help="tile store (folder or s3:// prefix)")
+    parser.add_argument(
+        "--out", metavar="CATALOGUE", required=True, help="catalogue folder or s3:// prefix"
+    )
+    parser.add_argument(
+        "--model-digest",
+        metavar="HEX",
+        help="which embeddings of STORE to use (a prefix is enough); needed when it holds several",
+    )
+    parser.add_argument(
+        "--sign-key", metavar="FILE", help="operator's Ed25519 key that signs the checkpoint"
+    )
+    parser.add_argument(
+        "--rebuild-index", action="store_true", help="rebuild OUT's index from its stored vectors"
+    )
+    parser.add_argument(
+        "--merge", nargs="+", metavar="CATALOGUE", help="merge these partial catalogues into OUT"
+    )
+    parser.add_argument(
+        "--exact-max",
+        type=int,
+        metavar="N",
+        help="largest catalogue kept in an exact index (new catalogues only; default 200000)",
+    )
+    parser.add_argument(
+        "--approximate",
+        choices=("hnsw", "ivfpq"),
+        help="index kind above --exact-max (new catalogues only; default hnsw)",
+    )
+    parser.set_defaults(func=run_build)
+
+
+def find_embedding_store(tile_store, model_digest: str | None = None):
+    """The :class:`embeddings.EmbeddingStore` of ``tile_store`` (the only one, or the one whose
+    digest starts with ``model_digest``).
+
+    Raises
+    ------
+    CatalogError
+        No embeddings, or several and none chosen (the message lists the digests).
+    """
+    from catalog.errors import CatalogError
+    from embeddings import EmbeddingStore
+
+    digests = sorted(
+        {
+            key.split("/", 2)[1]
+            for key in tile_store.objects.list("embeddings/")
+            if key.count("/") >= 2
+        }
+    )
+    if model_digest:
+        digests = [d for d in digests if d.startswith(model_digest)]
+    if not digests:
+        msg = (
+            f"no embeddings{' with digest ' + model_digest if model_digest else ''} in the tile store "
+            f"{tile_store.uri}; embed its tiles first (`hubcat run` or the grid)"
+        )
+        raise CatalogError(msg)
+    if len(digests) > 1:
+        msg = (
+            f"the tile store {tile_store.uri} holds embeddings of several models {digests}; "
+            "choose one with --model-digest"
+        )
+        raise CatalogError(msg)
+    return EmbeddingStore(tile_store, digests[0])
+
+
+def run_build(args: argparse.Namespace) -> int:
+    from catalog import CatalogConfig, Catalogue
+    from catalog.errors import CatalogError
+
+    t0 = time.perf_counter()
+    if args.rebuild_index:
+        cat = Catalogue.rebuild_index(args.out)
+        print(
+            f"rebuilt the {cat.manifest['index']['type']} index of {cat.uri} (version {cat.version}, "
+            f"{len(cat)} tiles) in {time.perf_counter() - t0:.1f} s"
+        )
+        return 0
+    overrides = {}
+    if args.exact_max is not None:
+        overrides["exact_max"] = args.exact_max
+    if args.approximate is not None:
+        overrides["approximate"] = args.approximate
+    config = CatalogConfig(**overrides)
+    if args.merge:
+        cat = Catalogue.merge(args.out, args.merge, signing_key=args.sign_key, config=config)
+        print(f"merged {len(args.merge)} catalogue(s) into {cat.uri}: {len(cat)} tiles")
+        _summary(cat, t0)
+        return 0
+    if not args.store:
+        msg = "give --store TILE_STORE (or --rebuild-index / --merge)"
+        raise CatalogError(msg)
+    from tiling import TileStore
+
+    tile_store = TileStore.open(args.store, read_only=True)
+    embedding_store = find_embedding_store(tile_store, args.model_digest)
+    before = None
+    try:
+        before = Catalogue.open(args.out).version
+    except CatalogError:
+        pass
+    cat = Catalogue.build(
+        args.out, tile_store, embedding_store, signing_key=args.sign_key, config=config
+    )
+    if before is not None and cat.version == before:
+        print(
+            f"{cat.uri} already holds every embedded tile of {tile_store.uri}: still version {before}"
+        )
+    _summary(cat, t0)
+    return 0
+
+
+def _summary(cat, t0: float) -> None:
+    m = cat.manifest
+    last = m["versions"][-1]
+    print(
+        f"catalogue {cat.uri}\n"
+        f"  version        {cat.version} (+{last['added']} tiles; {len(m['versions'])} version(s))\n"
+        f"  tiles          {len(cat)} from {m['counts']['mosaics']} mosaic(s), zooms {m['counts']['zooms']}\n"
+        f"  model          {m['model']['name']} (weights sha256 {m['weights_sha256'][:16]}...)\n"
+        f"  index          {m['index']['type']} ({m['index']['faiss']}, inner product)\n"
+        f"  merkle root    {m['provenance'].get('root')} (tree size {m['provenance'].get('tree_size')})\n"
+        f"  time           {time.perf_counter() - t0:.1f} s"
+    )
