@@ -28,6 +28,9 @@ from tiling.errors import SourceError
 
 __all__ = ["CutTile", "ImageCutter"]
 
+#: Bands of rows read to estimate the stretch limits.
+SAMPLE_BANDS = 16
+
 
 @dataclass
 class CutTile:
@@ -105,7 +108,11 @@ class ImageCutter:
 
     # -- stretch limits -------------------------------------------------------------------------
     def measure_stretch(self) -> StretchParams:
-        """Percentile limits from every k-th row (at most ``stretch_sample`` pixels).
+        """Percentile limits from evenly spaced bands of rows (at most ``stretch_sample`` pixels).
+
+        Up to ``SAMPLE_BANDS`` bands of consecutive rows are read (few ranged requests on S3);
+        the rule depends only on the image shape, so a file gives the same limits, hence the
+        same tile bytes, wherever it is read from.
 
         Raises
         ------
@@ -113,13 +120,17 @@ class ImageCutter:
             If the image has no valid pixel at all.
         """
         cfg = self.config
-        step = max(1, math.ceil(self.ny * self.nx / cfg.stretch_sample))
+        rows = min(self.ny, math.ceil(cfg.stretch_sample / self.nx))
+        bands = min(SAMPLE_BANDS, rows)
+        height = math.ceil(rows / bands)
+        starts = np.unique(np.linspace(0, self.ny - height, bands).round().astype(int))
         samples = []
-        for r in range(0, self.ny, step):
-            values, valid, _ = self.read_region(r, r + 1, 0, self.nx)
+        for r in starts:
+            values, valid, _ = self.read_region(int(r), int(r) + height, 0, self.nx)
             samples.append(values[valid])
         good = np.concatenate(samples) if samples else np.empty(0)
-        if good.size < 1000 and step > 1:  # a small footprint can slip between sampled rows
+        sampled_all = rows >= self.ny
+        if good.size < 1000 and not sampled_all:  # a small footprint can slip between sampled rows
             good = self._all_valid()
         if good.size == 0:
             how = (

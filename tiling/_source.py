@@ -257,7 +257,7 @@ class PixelReader:
     pixels become NaN. Thread-safe: every read is independent.
     """
 
-    def __init__(self, source: Source, header, offset: int, *, rows_per_request: int = 32) -> None:
+    def __init__(self, source: Source, header, offset: int, *, rows_per_request: int = 64) -> None:
         bitpix = int(header["BITPIX"])
         if bitpix not in _BITPIX:
             raise SourceError(source.uri, f"has unsupported BITPIX={bitpix}")

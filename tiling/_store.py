@@ -52,7 +52,7 @@ COLUMNS = (
     "extname", "zoom", "x0", "y0", "box", "ra", "dec", "pixel_scale", "coverage", "telescope",
     "instrument", "detector", "filter", "date_obs", "exptime", "proposal_id", "target", "bunit",
     "tile_sha256", "n_sources", "bkg_median", "bkg_rms", "brightest_flux",
-    "brightest_size_arcsec", "has_extended", "tiling_digest",
+    "brightest_size_arcsec", "brightest_x", "brightest_y", "has_extended", "tiling_digest",
 )  # fmt: skip
 
 
