@@ -11,6 +11,7 @@ the line *is* the leaf, byte for byte.
 
 from __future__ import annotations
 
+import json
 import math
 import numbers
 import re
@@ -255,6 +256,12 @@ def _check_record(record: Mapping[str, object], position: int) -> dict:
         problems.append(f"volunteers={list(vols)!r} must be sorted")
     else:
         clean["volunteers"] = list(vols)
+    if not problems:
+        numbers_ = [clean["zoom"], *clean["box"], *clean["embedding_shape"]]
+        if isinstance(clean["hdu"], int):
+            numbers_.append(clean["hdu"])
+        if any(abs(v) > _MAX_SAFE_INT for v in numbers_):
+            problems.append("an integer is beyond 2**53 - 1, which JSON does not represent exactly")
     if problems:
         msg = f"record of tile {tile!r} (position {position}) is not valid: " + "; ".join(problems)
         raise ProvenanceError(msg)
@@ -283,7 +290,16 @@ def leaf_bytes(record: Mapping[str, object], position: int = 0) -> bytes:
     """
     clean = _check_record(record, position)
     clean["schema"] = LEAF_SCHEMA
-    return canonical_json(clean)
+    # A checked record holds only ASCII keys, str, ints within 2**53 and lists of those: for
+    # such values RFC 8785 and json.dumps(sort_keys, no spaces, no ASCII escaping) produce the
+    # same bytes (same key order, same string escapes, integers in plain decimal). The generic
+    # encoder is ten times slower; the tests check the two agree.
+    try:
+        return json.dumps(
+            clean, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        ).encode("utf-8")
+    except UnicodeEncodeError:
+        return canonical_json(clean)  # raises, naming the lone surrogate
 
 
 def parse_leaf(leaf: bytes) -> dict:
@@ -294,8 +310,6 @@ def parse_leaf(leaf: bytes) -> dict:
     ProvenanceError
         If the bytes are not JSON, not canonical, or of an unknown schema.
     """
-    import json
-
     try:
         value = json.loads(leaf.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
@@ -392,8 +406,6 @@ def _first_changed(store, previous: Mapping[str, object], leaves: Sequence[bytes
 
 def parse_leaf_lenient(leaf: bytes) -> dict:
     """Decode a leaf as JSON without any check; ``{}`` if it is not a JSON object."""
-    import json
-
     try:
         value = json.loads(leaf.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
@@ -503,8 +515,6 @@ def build_provenance(records, store, signing_key=None, previous=None, *, origin=
         store.put(PUBLIC_KEY_KEY, (key.verifier.text + "\n").encode())
     if prev_entry is not None and proof_hex is not None:
         files["consistency"] = consistency_key(prev_entry["tree_size"], size)
-        import json
-
         doc = {
             "old_size": prev_entry["tree_size"],
             "new_size": size,

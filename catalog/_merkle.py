@@ -111,7 +111,7 @@ def leaf_hashes(leaves: Iterable[bytes]) -> bytes:
     """Leaf hashes of ``leaves`` concatenated: ``32 * len(leaves)`` bytes, in leaf order."""
     sha256 = hashlib.sha256
     # one C-level concatenation per leaf is cheaper than copying a pre-fed hash object
-    return b"".join([sha256(b"\x00" + bytes(leaf)).digest() for leaf in leaves])
+    return b"".join([sha256(b"\x00" + leaf).digest() for leaf in leaves])
 
 
 _DIGEST = type(hashlib.sha256()).digest

@@ -230,3 +230,26 @@ def test_build_provenance_refuses_a_rewritten_history(tmp_path):
 def test_build_provenance_duplicate_tile(tmp_path):
     with pytest.raises(pv.ProvenanceError, match="appears twice"):
         pv.build_provenance([make_record(1), make_record(1)], LocalObjectStore(tmp_path))
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "/data/mosaic.fits",
+        's3://b/k "quoted" \\ back\tslash\n\x01\x1f\x7f',
+        "/données/\u20ac/\U0001f600/\ufb33.fits",
+    ],
+)
+def test_fast_leaf_encoding_is_rfc8785(source):
+    """leaf_bytes takes a json.dumps fast path; it must equal the generic RFC 8785 encoder."""
+    rec = make_record(5, source=source, hdu="SCI", volunteers=["z", "\u00e9"])
+    leaf = pv.leaf_bytes(rec)
+    assert leaf == pv.canonical_json({**rec, "schema": pv.LEAF_SCHEMA})
+    assert pv.parse_leaf(leaf)["source"] == source
+
+
+def test_lone_surrogate_and_huge_int_are_refused():
+    with pytest.raises(pv.ProvenanceError, match="surrogate"):
+        pv.leaf_bytes(make_record(1, source="/x/\ud800.fits"))
+    with pytest.raises(pv.ProvenanceError, match=r"2\*\*53"):
+        pv.leaf_bytes(make_record(1, box=[0, 0, 2**60, 224]))
