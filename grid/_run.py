@@ -200,9 +200,8 @@ class _Engine:
         if not names:
             return
         used = self.used_workers(rec)
-        valid = sum(r["status"] == "valid" for r in rec["replicas"].values())
-        need = (1 if rec["single"] else self.quorum) - valid
-        if self.running(rec) or need <= 0:
+        required = 1 if rec["single"] else self.quorum
+        if self.running(rec) or self.best_group(rec) >= required:
             return
         if self.counted(rec) >= self.cfg.max_replicas:
             rec["state"] = "disputed"
@@ -318,10 +317,24 @@ class _Engine:
             self.vectors[key] = self.read_checked(rec, rid, f"unit {rec['unit_key']}")
         return self.vectors[key]
 
+    def best_group(self, rec: dict) -> int:
+        """Size (distinct volunteers) of the largest group of agreeing valid replicas."""
+        valid = [(rid, r) for rid, r in rec["replicas"].items() if r["status"] == "valid"]
+        best = 0
+        for rid, _rep in valid:
+            ref = self.replica_vectors(rec, rid)
+            workers = {
+                orep["worker"]
+                for o, orep in valid
+                if o == rid or agree(ref, self.replica_vectors(rec, o), self.cfg.min_cosine)
+            }
+            best = max(best, len(workers))
+        return best
+
     def decide(self, rec: dict) -> None:
         valid = [(rid, r) for rid, r in rec["replicas"].items() if r["status"] == "valid"]
         need = 1 if rec["single"] else self.quorum
-        for rid, rep in valid:
+        for rid, _rep in valid:
             ref = self.replica_vectors(rec, rid)
             group = [
                 (o, orep)
@@ -371,6 +384,7 @@ class _Engine:
     def invalid(self, rec: dict, rid: str, rep: dict, reason: str, text: str) -> None:
         rep["status"] = "invalid"
         rep["reason"] = f"{reason}: {text}"
+        rec["single"] = False  # a unit with an invalid result needs a full quorum
         self.report.replicas_invalid += 1
         name = rep["worker"]
         logger.warning("invalid result from %s: %s", name, text)

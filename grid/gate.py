@@ -23,7 +23,6 @@ directory (``hubcat grid scheduler`` does all of this).
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 
@@ -85,7 +84,6 @@ def scheduler_config(*, allowed_failures: int = 10, worker_ttl: str = "60s") -> 
         "distributed.scheduler.blocked-handlers": list(BLOCKED_HANDLERS),
         "distributed.scheduler.allowed-failures": allowed_failures,
         "distributed.scheduler.worker-ttl": worker_ttl,
-        "distributed.scheduler.pickle": False,
     }
 
 
@@ -122,7 +120,6 @@ def install_gate(scheduler, authority: GridAuthority) -> None:
         )
 
     def wrap(op: str, handler):
-        @functools.wraps(handler)
         async def gated(comm, **msg):
             ident = _identity(comm)
             if ident is None or ident.role not in ("operator", "volunteer"):
@@ -156,6 +153,7 @@ def install_gate(scheduler, authority: GridAuthority) -> None:
                 result = await result
             return result
 
+        gated.__name__ = getattr(handler, "__name__", op)
         return gated
 
     for op, handler in list(scheduler.handlers.items()):
@@ -165,7 +163,7 @@ def install_gate(scheduler, authority: GridAuthority) -> None:
     erred = scheduler.stream_handlers["task-erred"]
 
     def task_finished(*args, **msg):
-        msg.pop("type", None)  # a pickled class the client would unpickle
+        msg["type"] = None  # a pickled class the client would unpickle
         return finished(*args, **msg)
 
     def task_erred(*args, **msg):

@@ -17,7 +17,6 @@ preload
 
 from __future__ import annotations
 
-import functools
 import logging
 import threading
 
@@ -111,7 +110,6 @@ def _gate_worker_handlers(worker) -> None:
 
         takes_comm = _expects_comm(handler)
 
-        @functools.wraps(handler)
         async def gated(comm, **msg):
             try:
                 ident = peer_identity(comm.extra_info.get("peercert"))
@@ -125,6 +123,7 @@ def _gate_worker_handlers(worker) -> None:
                 result = await result
             return result
 
+        gated.__name__ = getattr(handler, "__name__", op)
         return gated
 
     for op, handler in list(worker.handlers.items()):

@@ -1,0 +1,163 @@
+"""Start a grid scheduler and volunteer workers as real processes (``dask scheduler/worker``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from grid._pki import GridAuthority
+from grid.errors import GridError
+from grid.gate import scheduler_config
+
+__all__ = ["scheduler_argv", "start_scheduler", "start_worker", "stop_process"]
+
+
+def _env_config(config: dict) -> dict[str, str]:
+    env = {}
+    for key, value in config.items():
+        name = "DASK_" + key.upper().replace(".", "__").replace("-", "_")
+        env[name] = repr(value) if isinstance(value, list) else str(value)
+    return env
+
+
+def scheduler_argv(
+    authority: GridAuthority,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8786,
+    dashboard: str = "127.0.0.1:8787",
+    scheduler_file: Path | None = None,
+    allowed_failures: int = 10,
+    worker_ttl: str = "60s",
+) -> tuple[list[str], dict[str, str]]:
+    """The ``dask scheduler`` command line and environment of a grid scheduler.
+
+    TLS is required, the :mod:`grid.gate` preload admits enrolled volunteers and the operator,
+    and ``distributed.scheduler.blocked-handlers`` lists :data:`grid.gate.BLOCKED_HANDLERS`.
+    """
+    cert, key = authority.cert_files("scheduler")
+    argv = [
+        sys.executable,
+        "-m",
+        "dask",
+        "scheduler",
+        "--protocol",
+        "tls",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--tls-ca-file",
+        str(authority.ca_file),
+        "--tls-cert",
+        str(cert),
+        "--tls-key",
+        str(key),
+        "--dashboard-address",
+        dashboard,
+        "--preload",
+        "grid.gate",
+    ]
+    if scheduler_file is not None:
+        argv += ["--scheduler-file", str(scheduler_file)]
+    env = _env_config(scheduler_config(allowed_failures=allowed_failures, worker_ttl=worker_ttl))
+    env["HUBCAT_GRID_DIR"] = str(authority.directory)
+    return argv, env
+
+
+def start_scheduler(
+    authority: GridAuthority, workdir: Path, *, timeout: float = 60.0, **kwargs
+) -> tuple[subprocess.Popen, str]:
+    """Start a grid scheduler process on loopback; return it and its ``tls://`` address."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    sfile = workdir / "scheduler.json"
+    sfile.unlink(missing_ok=True)
+    argv, env = scheduler_argv(
+        authority, port=0, dashboard="127.0.0.1:0", scheduler_file=sfile, **kwargs
+    )
+    log = open(workdir / "scheduler.log", "wb")
+    proc = subprocess.Popen(
+        argv,
+        env={**os.environ, **env},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if proc.poll() is not None:
+            msg = f"grid scheduler exited with status {proc.returncode}; see {workdir / 'scheduler.log'}"
+            raise GridError(msg)
+        if sfile.exists():
+            try:
+                return proc, json.loads(sfile.read_text())["address"]
+            except (ValueError, KeyError):
+                pass
+        time.sleep(0.2)
+    stop_process(proc)
+    msg = f"grid scheduler did not start within {timeout:.0f} s; see {workdir / 'scheduler.log'}"
+    raise GridError(msg)
+
+
+def start_worker(
+    address: str,
+    *,
+    name: str,
+    ca: Path,
+    cert: Path | None,
+    key: Path | None,
+    log: Path,
+    nthreads: int = 1,
+    preloads: tuple[str, ...] = ("grid.volunteer",),
+    env: dict[str, str] | None = None,
+) -> subprocess.Popen:
+    """Start one ``dask worker`` process the way a volunteer does (TLS, ``--name``, preload)."""
+    argv = [
+        sys.executable,
+        "-m",
+        "dask",
+        "worker",
+        address,
+        "--name",
+        name,
+        "--nthreads",
+        str(nthreads),
+        "--no-nanny",
+        "--no-dashboard",
+        "--memory-limit",
+        "3GiB",
+        "--tls-ca-file",
+        str(ca),
+    ]
+    if cert is not None:
+        argv += ["--tls-cert", str(cert)]
+    if key is not None:
+        argv += ["--tls-key", str(key)]
+    for p in preloads:
+        argv += ["--preload", p]
+    full_env = {
+        **os.environ,
+        "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION": "True",
+        "OMP_NUM_THREADS": str(nthreads),
+        **(env or {}),
+    }
+    fh = open(log, "wb")
+    return subprocess.Popen(
+        argv, env=full_env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True
+    )
+
+
+def stop_process(proc: subprocess.Popen, *, timeout: float = 10.0) -> None:
+    """Stop a process started here (SIGTERM, then SIGKILL), and reap it."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout)

@@ -1,0 +1,199 @@
+"""``hubcat grid selftest``: a real TLS grid on loopback with liars and a killed worker."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from grid._config import GridConfig
+from grid._pki import GridAuthority
+from grid._procs import start_scheduler, start_worker, stop_process
+from grid.errors import GridConfigError
+
+__all__ = ["selftest", "synthetic_tile_store"]
+
+logger = logging.getLogger("grid.selftest")
+
+
+def _synthetic_fits(path: Path, shape: tuple[int, int], seed: int = 0) -> Path:
+    from astropy.io import fits
+    from astropy.wcs import WCS
+
+    rng = np.random.default_rng(seed)
+    ny, nx = shape
+    data = rng.normal(0.0, 0.01, size=shape)
+    yy, xx = np.mgrid[0:ny, 0:nx]
+    for _ in range(60):
+        x, y = rng.uniform(0, nx), rng.uniform(0, ny)
+        flux, sigma = rng.uniform(0.5, 20.0), rng.uniform(1.0, 6.0)
+        data += (
+            flux
+            * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * sigma**2))
+            / (2 * np.pi * sigma**2)
+        )
+    wcs = WCS(naxis=2)
+    wcs.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    wcs.wcs.crpix = [nx / 2 + 0.5, ny / 2 + 0.5]
+    wcs.wcs.crval = [150.1, 2.2]
+    wcs.wcs.cdelt = [-0.05 / 3600, 0.05 / 3600]
+    header = wcs.to_header()
+    primary = fits.PrimaryHDU()
+    primary.header["TELESCOP"] = "HST"
+    primary.header["INSTRUME"] = "ACS"
+    sci = fits.ImageHDU(data.astype("float32"), header=header, name="SCI")
+    wht = fits.ImageHDU(np.ones(shape, dtype="float32"), header=header, name="WHT")
+    fits.HDUList([primary, sci, wht]).writeto(path, overwrite=True)
+    return path
+
+
+def synthetic_tile_store(directory: Path, *, units: int = 6, unit_size: int = 2, seed: int = 0):
+    """A small tile store of ``units`` work units of ``unit_size`` tiles (one zoom)."""
+    from tiling import TileStore, TilingConfig
+
+    directory.mkdir(parents=True, exist_ok=True)
+    ntiles = units * unit_size
+    fits_path = _synthetic_fits(directory / "selftest.fits", (224, 224 * ntiles), seed=seed)
+    store = TileStore.create(directory / "tiles", TilingConfig(zooms=(1,), unit_size=unit_size))
+    store.add_mosaic(fits_path)
+    return store
+
+
+def selftest(
+    workers: int = 4,
+    liars: int = 1,
+    kill: int = 1,
+    *,
+    units: int = 6,
+    unit_size: int = 2,
+    workdir: str | Path | None = None,
+    liar_mode: str = "perturb",
+    progress: bool = False,
+) -> dict:
+    """Run a real TLS grid on loopback and check that it keeps its promises.
+
+    A private CA is created, ``workers`` volunteers are enrolled and started as ``dask worker``
+    processes (``liars`` of them return perturbed vectors), a ``dask scheduler`` with the gate
+    preload runs the units with quorum 2, and ``kill`` honest workers are killed (SIGKILL) as
+    soon as the first unit is accepted. The accepted vectors are compared with an honest
+    single-machine run.
+
+    Parameters
+    ----------
+    workers, liars, kill : int
+        Worker processes, how many of them lie, how many honest ones are killed mid-run.
+    units, unit_size : int
+        Size of the synthetic tile store.
+    workdir : path-like or None
+        Where to keep everything (a temporary folder by default).
+    liar_mode : str
+        How liars lie (see :data:`grid._liar.MODES`).
+    progress : bool
+        Show the progress bar.
+
+    Returns
+    -------
+    dict
+        ``units``, ``replicas_run``, ``replicas_per_accepted_unit``, ``liars_detected``,
+        ``units_lost``, ``equal_to_honest`` and details.
+
+    Raises
+    ------
+    GridConfigError
+        If fewer than 2 honest workers would survive (a quorum of 2 needs them).
+    """
+    from distributed import Client
+
+    from embeddings import EmbeddingStore, embed_tiles, load_model
+    from grid._run import run_units
+
+    if workers - liars - kill < 2 or min(workers, liars, kill) < 0:
+        msg = (
+            f"--workers {workers} --liars {liars} --kill {kill} leaves {workers - liars - kill} "
+            "honest worker(s); a quorum of 2 needs at least 2 (use more workers)"
+        )
+        raise GridConfigError(msg)
+    t0 = time.perf_counter()
+    with contextlib.ExitStack() as stack:
+        if workdir is None:
+            workdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="hubcat-selftest-"))
+        workdir = Path(workdir)
+        authority = GridAuthority.init(workdir / "pki")
+        store = synthetic_tile_store(workdir / "data", units=units, unit_size=unit_size)
+        sched, address = start_scheduler(authority, workdir / "logs", worker_ttl="10s")
+        stack.callback(stop_process, sched)
+        names = [f"vol-{i + 1}" for i in range(workers)]
+        liar_names = names[:liars]
+        procs = {}
+        for name in names:
+            enr = authority.enroll(name, days=1)
+            lying = name in liar_names
+            procs[name] = start_worker(
+                address,
+                name=name,
+                ca=authority.ca_file,
+                cert=enr.cert,
+                key=enr.key,
+                log=workdir / "logs" / f"{name}.log",
+                preloads=("grid.volunteer", "grid._liar") if lying else ("grid.volunteer",),
+                env={"HUBCAT_LIAR_MODE": liar_mode} if lying else None,
+            )
+            stack.callback(stop_process, procs[name])
+        client = stack.enter_context(Client(address, security=authority.security("operator")))
+        client.wait_for_workers(workers, timeout=120)
+        killed: list[str] = []
+        honest = [n for n in names if n not in liar_names]
+
+        def on_event(event: str, unit_key: str) -> None:
+            if event != "accepted" or len(killed) >= kill:
+                return
+            info = client.scheduler_info(n_workers=-1)["workers"]
+            processing = client.processing()
+            busy = [str(w.get("name")) for a, w in info.items() if processing.get(a)]
+            idle = [str(w.get("name")) for a, w in info.items() if not processing.get(a)]
+            for name in [n for n in busy + idle if n in honest]:  # busy ones first: mid-unit
+                if len(killed) < kill:
+                    procs[name].kill()  # SIGKILL: the worker vanishes mid-run
+                    killed.append(name)
+
+        config = GridConfig(min_quorum=2, replica_timeout=60, idle_timeout=180, trust_after=1000)
+        report = run_units(
+            store, client=client, config=config, progress=progress, callback=on_event
+        )
+
+        # The honest single-machine run, in this process.
+        model = load_model()
+        emb = EmbeddingStore(store, model)
+        equal = True
+        worst = 1.0
+        for unit in store.units():
+            if not emb.has(unit.unit_key):
+                equal = False
+                continue
+            _, got = emb.read(unit.unit_key)
+            _, tiles = store.read_unit(unit.unit_key)
+            want = embed_tiles(model, tiles)
+            cos = float(np.min(np.sum(got.astype(np.float64) * want, axis=1)))
+            worst = min(worst, cos)
+            equal = equal and cos >= config.min_cosine
+    return {
+        "units": report.units_planned,
+        "units_accepted": report.units_accepted,
+        "replicas_run": report.replicas_run,
+        "replicas_per_accepted_unit": round(report.replicas_per_accepted_unit, 3),
+        "replicas_invalid": report.replicas_invalid,
+        "replicas_lost": report.replicas_lost,
+        "liars": liar_names,
+        "liars_detected": sorted(report.liars),
+        "killed": killed,
+        "units_lost": report.units_planned - report.units_accepted,
+        "equal_to_honest": bool(equal),
+        "min_cosine_to_honest": worst,
+        "tolerance": config.min_cosine,
+        "workers": workers,
+        "elapsed_s": round(time.perf_counter() - t0, 1),
+    }

@@ -1,0 +1,114 @@
+"""``hubcat grid status``: volunteers, units done/pending/disputed, credit."""
+
+from __future__ import annotations
+
+import json
+
+from grid._ledger import CreditLedger
+from grid._records import UnitRecords
+from grid.errors import GridError
+
+__all__ = ["grid_status", "render_status"]
+
+
+def grid_status(tile_store_uri, *, grid_dir=None) -> dict:
+    """Status of the grid runs recorded in a tile store.
+
+    Parameters
+    ----------
+    tile_store_uri : str or path-like or TileStore
+    grid_dir : path-like or None
+        Grid directory; when given, enrolment (expiry, revoked) is listed too.
+
+    Returns
+    -------
+    dict
+        ``units`` (per model digest: total, accepted, pending, disputed), ``volunteers``
+        (per name: valid, invalid, tiles, credit, streak, enrolment), ``ledger_ok``.
+    """
+    from tiling.storage import open_object_store
+
+    uri = getattr(tile_store_uri, "uri", tile_store_uri)
+    base = open_object_store(str(uri))
+    total = None
+    try:
+        from tiling import TileStore
+
+        total = len(TileStore.open(str(uri)).units())
+    except Exception:
+        total = None
+    units = {}
+    digests = sorted(
+        {
+            k.split("/")[1]
+            for k in base.list("grid/")
+            if k.count("/") >= 2 and not k.startswith("grid/ledger/")
+        }
+    )
+    for digest in digests:
+        counts = UnitRecords(base.child(f"grid/{digest}")).counts()
+        done = counts.get("accepted", 0)
+        counts["total"] = total if total is not None else sum(counts.values())
+        counts["pending"] = counts["total"] - done - counts.get("disputed", 0)
+        units[digest] = counts
+    ledger = CreditLedger(base.child("grid/ledger"))
+    try:
+        ledger.verify()
+        ok = True
+    except GridError:
+        ok = False
+    vols = {name: s.as_dict() for name, s in ledger.summary().items()}
+    if grid_dir is not None:
+        from grid._pki import GridAuthority
+
+        for name, entry in GridAuthority.open(grid_dir).register()["volunteers"].items():
+            vols.setdefault(
+                name,
+                {"name": name, "valid": 0, "invalid": 0, "tiles": 0, "credit": 0.0, "streak": 0},
+            )
+            vols[name]["not_after"] = entry["not_after"]
+            vols[name]["revoked"] = entry["revoked"]
+    return {"tile_store": str(uri), "units": units, "volunteers": vols, "ledger_ok": ok}
+
+
+def render_status(status: dict) -> None:
+    """Print :func:`grid_status` as tables."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    t = Table(title=f"work units in {status['tile_store']}")
+    for col in ("model digest", "total", "accepted", "pending", "disputed"):
+        t.add_column(col)
+    for digest, c in status["units"].items():
+        t.add_row(
+            digest[:16], *(str(c.get(k, 0)) for k in ("total", "accepted", "pending", "disputed"))
+        )
+    console.print(t)
+    v = Table(title="volunteers (credit in cobblestones, granted only after validation)")
+    for col in ("volunteer", "valid", "invalid", "tiles", "credit", "trust streak", "certificate"):
+        v.add_column(col)
+    for name, s in sorted(status["volunteers"].items()):
+        cert = (
+            "revoked"
+            if s.get("revoked")
+            else (f"until {s['not_after'][:16]}" if "not_after" in s else "")
+        )
+        v.add_row(
+            name,
+            str(s["valid"]),
+            str(s["invalid"]),
+            str(s["tiles"]),
+            f"{s['credit']:.4f}",
+            str(s["streak"]),
+            cert,
+        )
+    console.print(v)
+    console.print(
+        "ledger chain: "
+        + ("intact" if status["ledger_ok"] else "BROKEN (edited or removed entries)")
+    )
+
+
+def _dumps(obj) -> str:
+    return json.dumps(obj, indent=1, default=str)

@@ -1,0 +1,159 @@
+"""``hubcat grid``: the volunteer grid (init, enroll, revoke, scheduler, status, selftest)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+__all__ = ["register"]
+
+
+def register(subparsers) -> None:
+    """Add ``hubcat grid ...`` to the ``hubcat`` parser."""
+    p = subparsers.add_parser(
+        "grid",
+        help="volunteer grid: CA, enrolment, TLS scheduler, status, self-test",
+        description="Run the embedding stage on enrolled volunteers' `dask worker` processes.",
+    )
+    sub = p.add_subparsers(dest="grid_command", metavar="ACTION", required=True)
+
+    q = sub.add_parser("init", help="create the private CA and the operator's certificates")
+    q.add_argument("dir", type=Path, help="new grid directory (keep it private)")
+    q.add_argument("--host", action="append", default=None, help="scheduler host name/IP (repeat)")
+    q.add_argument(
+        "--days", type=int, default=365, help="validity of the CA and operator certificate"
+    )
+    q.set_defaults(func=_init)
+
+    q = sub.add_parser("enroll", help="issue a short-lived volunteer certificate")
+    q.add_argument("name", help="volunteer id (certificate CN and worker --name)")
+    q.add_argument("--dir", type=Path, default=Path("grid"), help="grid directory")
+    q.add_argument("--days", type=float, default=30, help="certificate validity in days")
+    q.add_argument("--scheduler", default="tls://SCHEDULER-HOST:8786", help="scheduler address")
+    q.add_argument("--nthreads", type=int, default=1)
+    q.add_argument("--memory-limit", default="4GiB")
+    q.add_argument("--lifetime", default="8h")
+    q.set_defaults(func=_enroll)
+
+    q = sub.add_parser("revoke", help="refuse a volunteer from now on")
+    q.add_argument("name")
+    q.add_argument("--dir", type=Path, default=Path("grid"))
+    q.set_defaults(func=_revoke)
+
+    q = sub.add_parser("scheduler", help="run the TLS scheduler with the admission gate")
+    q.add_argument("--dir", type=Path, default=Path("grid"), help="grid directory")
+    q.add_argument("--host", default="0.0.0.0")
+    q.add_argument("--port", type=int, default=8786)
+    q.add_argument(
+        "--dashboard", default="127.0.0.1:8787", help="dashboard address (keep it local)"
+    )
+    q.add_argument("--worker-ttl", default="60s")
+    q.add_argument("--allowed-failures", type=int, default=10)
+    q.add_argument("--print-command", action="store_true", help="print the command and exit")
+    q.set_defaults(func=_scheduler)
+
+    q = sub.add_parser("status", help="volunteers, units done/pending/disputed, credit")
+    q.add_argument("tiles", help="tile store (path or s3:// URI)")
+    q.add_argument("--dir", type=Path, default=None, help="grid directory (to list enrolments)")
+    q.add_argument("--json", action="store_true", help="print JSON")
+    q.set_defaults(func=_status)
+
+    q = sub.add_parser("selftest", help="real TLS grid on loopback with liars and a killed worker")
+    q.add_argument("--workers", type=int, default=4)
+    q.add_argument("--liars", type=int, default=1)
+    q.add_argument("--kill", type=int, default=1)
+    q.add_argument("--units", type=int, default=6)
+    q.add_argument("--unit-size", type=int, default=2)
+    q.add_argument("--workdir", type=Path, default=None)
+    q.set_defaults(func=_selftest)
+
+
+def _init(args: argparse.Namespace) -> int:
+    from grid import GridAuthority
+
+    hosts = tuple(args.host) if args.host else ("localhost", "127.0.0.1")
+    auth = GridAuthority.init(args.dir, hosts=hosts, days=args.days)
+    print(f"grid directory {auth.directory}: CA, scheduler and operator certificates created")
+    print(f"next: hubcat grid enroll NAME --dir {args.dir}; hubcat grid scheduler --dir {args.dir}")
+    return 0
+
+
+def _enroll(args: argparse.Namespace) -> int:
+    from grid import GridAuthority
+
+    enr = GridAuthority.open(args.dir).enroll(args.name, days=args.days)
+    print(f"enrolled {enr.name} until {enr.not_after:%Y-%m-%d %H:%M}Z (serial {enr.serial:x})")
+    print(f"give the volunteer: {enr.ca}, {enr.cert}, {enr.key}")
+    print("the volunteer installs hubcat and runs, in the folder holding those three files:")
+    print()
+    print(
+        "  "
+        + enr.command(
+            args.scheduler,
+            nthreads=args.nthreads,
+            memory_limit=args.memory_limit,
+            lifetime=args.lifetime,
+        )
+    )
+    return 0
+
+
+def _revoke(args: argparse.Namespace) -> int:
+    from grid import GridAuthority
+
+    GridAuthority.open(args.dir).revoke(args.name)
+    print(f"{args.name} revoked: the scheduler refuses it from its next connection")
+    return 0
+
+
+def _scheduler(args: argparse.Namespace) -> int:
+    from grid import GridAuthority
+    from grid._procs import scheduler_argv
+
+    auth = GridAuthority.open(args.dir)
+    argv, env = scheduler_argv(
+        auth,
+        host=args.host,
+        port=args.port,
+        dashboard=args.dashboard,
+        allowed_failures=args.allowed_failures,
+        worker_ttl=args.worker_ttl,
+    )
+    if args.print_command:
+        print(" ".join(f"{k}={v!r}" for k, v in env.items()), " ".join(argv))
+        return 0
+    print(f"grid scheduler on tls://{args.host}:{args.port} (dashboard http://{args.dashboard})")
+    return subprocess.call(argv, env={**os.environ, **env})
+
+
+def _status(args: argparse.Namespace) -> int:
+    from grid._status import grid_status, render_status
+
+    status = grid_status(args.tiles, grid_dir=args.dir)
+    if args.json:
+        print(json.dumps(status, indent=1, default=str))
+    else:
+        render_status(status)
+    return 0
+
+
+def _selftest(args: argparse.Namespace) -> int:
+    from grid._selftest import selftest
+
+    result = selftest(
+        args.workers,
+        args.liars,
+        args.kill,
+        units=args.units,
+        unit_size=args.unit_size,
+        workdir=args.workdir,
+        progress=sys.stderr.isatty(),
+    )
+    print(json.dumps(result, indent=1))
+    ok = result["units_lost"] == 0 and result["equal_to_honest"]
+    ok = ok and set(result["liars"]) <= set(result["liars_detected"])
+    return 0 if ok else 1
