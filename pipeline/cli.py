@@ -47,10 +47,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.WARNING - 10 * min(args.verbose, 2),
-        format="%(levelname)s %(name)s: %(message)s",
-    )
+    level = logging.WARNING - 10 * min(args.verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    # Dask sets its own loggers to INFO; they propagate here, so filter on the handler too.
+    for handler in logging.root.handlers:
+        handler.setLevel(level)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
