@@ -331,3 +331,37 @@ def test_keygen_cli(tmp_path, capsys):
     assert hubcat(["keygen", "--out", str(tmp_path)]) == 1
     assert "refusing to replace" in capsys.readouterr().err
     assert pv.load_signing_key(tmp_path / "hubcat.key").seed == key.seed
+
+
+# --------------------------------------------------------------------------- the notebook
+
+NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "provenance.ipynb"
+
+
+@pytest.mark.notebook
+@pytest.mark.slow
+def test_provenance_notebook_runs(signed, tmp_path, monkeypatch):
+    """notebooks/provenance.ipynb, top to bottom, on the signed catalogue."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    cat_dir, _tiles, _key, keys = signed
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), "strip outputs"
+    monkeypatch.setenv("HUBCAT_CATALOGUE", str(cat_dir))
+    monkeypatch.setenv("HUBCAT_PUBLIC_KEY", str(keys / "hubcat.key.pub"))
+    client = NotebookClient(
+        nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    )
+    client.execute()
+    text = "\n".join(
+        out.get("text", "") for c in nb.cells if c.cell_type == "code" for out in c.outputs
+    )
+    assert "inclusion proof of tile" in text
+    assert "pixels    True" in text and "embedding True" in text
+    assert "lead to the signed root: True" in text
+    assert "signed by hubcat+" in text and "root matches: True" in text
+    assert f"provenance of {cat_dir}: OK" in text
+    good, bad = text.split("ok: False")
+    assert "False" not in good
+    assert "its embedding" in bad
