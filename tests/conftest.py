@@ -113,7 +113,7 @@ def s3_server():
     """
     pytest.importorskip("moto.server", reason="moto[server] is needed for the S3 tests")
     saved = {k: os.environ.get(k) for k in _S3_ENV}
-    from _s3_support import S3Server
+    from tests._s3_support import S3Server
 
     server = S3Server()
     os.environ.update(

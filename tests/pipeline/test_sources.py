@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 
 import pytest
-from _s3_support import mast_key
+from tests._s3_support import mast_key
 
 from pipeline._sources import mast_uri, resolve_sources
 from pipeline.errors import SourceSpecError

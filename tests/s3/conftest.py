@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from _s3_support import FaultProxy
+from tests._s3_support import FaultProxy
 
 
 @pytest.fixture(scope="module")

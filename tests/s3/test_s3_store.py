@@ -7,7 +7,7 @@ import urllib.request
 import uuid
 
 import pytest
-from _s3_support import mast_key
+from tests._s3_support import mast_key
 
 from tiling._s3 import S3ObjectStore, S3Options, split_s3_uri
 from tiling.errors import StorageError, StoragePermissionError, StoreNotFoundError

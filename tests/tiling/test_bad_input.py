@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from astropy.io import fits
-from conftest import write_synthetic_mosaic
+from tests.conftest import write_synthetic_mosaic
 
 from tiling import (
     NonFinitePixelsWarning,

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 from astropy.io import fits
-from conftest import write_synthetic_mosaic
+from tests.conftest import write_synthetic_mosaic
 
 from pipeline.cli import main
 from tiling import TileStore, TilingConfig
