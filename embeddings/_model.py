@@ -267,9 +267,10 @@ def _load_local(spec: ModelSpec, path: Path, config: EmbedConfig) -> EmbeddingMo
     if spec.timm_name.startswith("hf-hub:"):
         spec = _hub_spec(spec)
     probe = _create(spec.timm_name, **spec.model_args)
-    if spec.key_map == "ordered" and len(state) == len(probe.state_dict()):
+    target = probe.state_dict()
+    if spec.key_map == "ordered" and len(state) == len(target) and state.keys() != target.keys():
         # The packaged default format (other tensor names, same order): map by position.
-        state = map_ordered(state, probe.state_dict(), origin=str(path), model_name=spec.name)
+        state = map_ordered(state, target, origin=str(path), model_name=spec.name)
     num_classes = _num_classes_in(state, probe)
     net = (
         probe
@@ -298,7 +299,7 @@ def _hub_spec(spec: ModelSpec) -> ModelSpec:
             "architecture name with weights=FILE."
         )
         raise WeightsUnavailableError(msg) from exc
-    full = spec_from_pretrained_cfg(spec.timm_name, cfg, name=spec.name)
+    full = spec_from_pretrained_cfg(spec.name, cfg, timm_name=spec.timm_name)
     return replace(full, model_args=dict(model_args or {}))
 
 

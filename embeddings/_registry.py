@@ -172,7 +172,10 @@ def get_spec(name: str | None = None) -> ModelSpec:
             f"model; {hint}See timm.list_models() for every name."
         )
         raise UnknownModelError(msg)
-    cfg = get_pretrained_cfg(name, allow_unregistered=False)
+    try:
+        cfg = get_pretrained_cfg(name, allow_unregistered=True)
+    except RuntimeError:
+        cfg = None
     if cfg is None:
         tags = timm.list_pretrained(f"{arch}.*")
         msg = (
