@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import json
 import os
 from collections.abc import Callable, Mapping
@@ -766,12 +767,36 @@ def verify_catalogue(
     return report
 
 
+def _record_at(cat, index: int) -> dict:
+    """The catalogue's record of row ``index``, without building every record."""
+    records = getattr(cat, "iter_records", None)
+    if records is None:
+        return cat.records()[index]
+    return next(itertools.islice(records(), index, None))
+
+
+def _vector_at(cat, index: int) -> np.ndarray:
+    """Row ``index`` of the stored vectors, read from its segment file alone (bytes as stored)."""
+    dim = int(cat.manifest["model"]["dim"])
+    for seg in cat.manifest["segments"]:
+        first = int(seg.get("first_row", 0))
+        if first <= index < first + int(seg["rows"]):
+            data = cat.store.get_range(seg["vectors_key"], (index - first) * 4 * dim, 4 * dim)
+            if len(data) != 4 * dim:
+                msg = f"{seg['vectors_key']} is truncated: row {index - first} is incomplete"
+                raise ProvenanceError(msg)
+            return np.frombuffer(data, dtype="<f4")
+    msg = f"no segment of the manifest holds row {index}"
+    raise ProvenanceError(msg)
+
+
 def verify_tile(cat, tile_id: str, public_key=None) -> InclusionProof:
     """Check one tile's provenance and return its inclusion proof.
 
-    Re-hashes the tile's pixels and embedding, compares its metadata with its signed leaf,
-    checks the checkpoint signature (against the published key, or ``public_key``), and proves
-    the leaf is in the signed tree.
+    Rebuilds the tile's leaf from the catalogue's record, proves that leaf is in the signed tree
+    (checking the checkpoint signature against the published key, or ``public_key``), then
+    re-hashes the tile's pixels and its stored embedding against the proven leaf. Reads the
+    tile's own data, the leaf hashes (32 bytes per tile) and nothing else of the catalogue.
 
     Parameters
     ----------
@@ -802,34 +827,45 @@ def verify_tile(cat, tile_id: str, public_key=None) -> InclusionProof:
     if index >= cp.size:
         msg = f"tile {tile_id} is row {index}, beyond the {cp.size} leaves of the signed checkpoint"
         raise VerificationError(msg, [msg])
-    leaves = _stored_leaves(cat, prov, cp.size)
-    stored_hashes_key = (prov.get("files") or {}).get("leaf_hashes") or LEAF_HASHES_KEY
-    hashes = _get(cat.store, stored_hashes_key, "provenance file")[: 32 * cp.size]
-    try:
-        tree = MerkleTree(hashes)
-    except ProvenanceError as exc:
-        report.failed("file", stored_hashes_key, f"{stored_hashes_key}: {exc}")
+    hashes_key = (prov.get("files") or {}).get("leaf_hashes") or LEAF_HASHES_KEY
+    hashes = _get(cat.store, hashes_key, "provenance file")[: 32 * cp.size]
+    if len(hashes) != 32 * cp.size:
+        report.failed("file", hashes_key, f"{hashes_key} is truncated: fewer than {cp.size} hashes")
         report.raise_if_failed()
+    tree = MerkleTree(hashes)
 
-    # the tile's data against its leaf
-    leaf = leaves[index]
+    # the leaf the catalogue's record gives today, and its place in the signed tree
+    leaf = None
+    try:
+        record = _record_at(cat, index)
+        leaf = leaf_bytes(record, index)
+    except Exception as exc:  # unreadable metadata: compare with the stored leaf below
+        report.failed("tile", tile_id, f"tile {tile_id}: cannot rebuild its record: {exc}")
+    path = tree.inclusion_proof(index)
+    failure = (
+        None if leaf is None else inclusion_failure(hash_leaf(leaf), index, cp.size, path, cp.root)
+    )
+    if leaf is None or failure:
+        # name what differs from the signed leaf (read only now: the leaves file is large)
+        signed = _stored_leaves(cat, prov, cp.size)[index]
+        if leaf is not None:
+            _check_records_one(record, signed, index, report)
+            if not report.failures:
+                report.failed(
+                    "tile",
+                    tile_id,
+                    f"tile {tile_id}: its leaf is not in the signed tree: {failure}",
+                )
+        leaf = signed
     doc = parse_leaf_lenient(leaf)
-    if doc.get("tile_id") != tile_id:
-        report.failed(
-            "tile", tile_id, f"leaf {index} is of tile {doc.get('tile_id')!r}, not {tile_id!r}"
-        )
+
+    # the tile's bytes against the (proven) leaf
     try:
-        record = cat.records()[index]
-    except Exception as exc:
-        report.failed("catalogue", cat.store.uri, f"the catalogue cannot read its records: {exc}")
-    else:
-        _check_records_one(record, leaf, index, report)
-    try:
-        vec = cat.vectors()[index]
+        vec = _vector_at(cat, index)
     except Exception as exc:
         report.failed("tile", tile_id, f"tile {tile_id}: cannot read its embedding: {exc}")
     else:
-        got = hashlib.sha256(np.ascontiguousarray(vec, dtype="<f4").tobytes()).hexdigest()
+        got = hashlib.sha256(vec.tobytes()).hexdigest()
         if got != doc.get("embedding_sha256"):
             report.failed(
                 "tile",
@@ -850,24 +886,13 @@ def verify_tile(cat, tile_id: str, public_key=None) -> InclusionProof:
                 f"tile {tile_id}: its pixels hash to {got[:16]}..., its signed leaf says "
                 f"{str(doc.get('tile_sha256'))[:16]}...",
             )
-
-    # the leaf in the signed tree, with the proof built from the stored hashes
-    leaf_hash = hash_leaf(leaf)
-    path = tree.inclusion_proof(index)
-    failure = inclusion_failure(leaf_hash, index, cp.size, path, cp.root)
-    if failure:
-        report.failed(
-            "tile",
-            tile_id,
-            f"tile {tile_id}: its leaf is not in the signed tree: {failure}",
-        )
     report.raise_if_failed()
     return InclusionProof(
         tile_id=tile_id,
         leaf_index=index,
         tree_size=cp.size,
         leaf=leaf.decode("utf-8"),
-        leaf_hash=leaf_hash.hex(),
+        leaf_hash=hash_leaf(leaf).hex(),
         path=[h.hex() for h in path],
         root=cp.root.hex(),
         checkpoint=cp.text,
