@@ -183,7 +183,7 @@ def test_every_proof_against_reference(n):
                 assert not pv.verify_inclusion(lh, other, n, proof, root)
         # another tree size is accepted exactly when it gives the same turns (RFC 9162 cannot
         # tell those apart), and rejected otherwise
-        for size in range(max(m, 1), 2 * n + 2):
+        for size in {*range(max(m, 1), n + 4), 2 * n, 4 * n}:
             if size != n:
                 same_shape = m < size and ref_turns(m, size) == ref_turns(m, n)
                 assert pv.verify_inclusion(lh, m, size, proof, root) == same_shape, (m, size)
