@@ -1,0 +1,59 @@
+"""``hubcat embed`` on a real tile store: writes vectors next to the tiles and resumes."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from embeddings import EmbeddingModel, EmbeddingStore, embed_tiles
+from pipeline.cli import main
+
+
+@pytest.fixture(scope="module")
+def tile_store(tmp_path_factory):
+    from tests.conftest import write_synthetic_mosaic
+    from tiling import TileStore, TilingConfig
+
+    root = tmp_path_factory.mktemp("embed-cli")
+    source = write_synthetic_mosaic(root / "m.fits", shape=(448, 460), n_sources=30)
+    store = TileStore.create(
+        root / "tiles", TilingConfig(zooms=(1,), unit_size=2, measure_sources=False)
+    )
+    store.add_mosaic(source)
+    assert len(store.units()) == 2
+    return store
+
+
+def test_embed_in_process_writes_and_resumes(tile_store, model: EmbeddingModel, capsys):
+    argv = ["embed", "--store", tile_store.uri, "--in-process", "--json"]
+    assert main(argv) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert first["units_done"] == 2 and first["units_skipped"] == 0
+    assert first["digest"] == model.digest
+    assert first["weights_sha256"] == model.weights_sha256
+
+    emb = EmbeddingStore(tile_store, model.digest)
+    assert emb.model_info()["digest"] == model.digest
+    ref = tile_store.units()[0]
+    tile_ids, tiles = tile_store.read_unit(ref.unit_key)
+    rec, vectors = emb.read(ref.unit_key)
+    assert list(rec.tile_ids) == tile_ids
+    np.testing.assert_allclose(vectors, embed_tiles(model, tiles), atol=1e-5)
+
+    assert main(argv) == 0  # second run: nothing left to do
+    again = json.loads(capsys.readouterr().out)
+    assert again["units_done"] == 0 and again["units_skipped"] == 2
+
+
+def test_embed_unknown_model_is_a_clear_error(tile_store, capsys):
+    assert main(["embed", "--store", tile_store.uri, "--model", "efficientnet_lite00"]) == 1
+    err = capsys.readouterr().err
+    assert "hubcat embed: error: unknown model 'efficientnet_lite00'" in err
+    assert "efficientnet_lite0" in err
+
+
+def test_embed_missing_store_is_a_clear_error(tmp_path, capsys):
+    assert main(["embed", "--store", str(tmp_path / "nothing"), "--in-process"]) == 1
+    assert "nothing" in capsys.readouterr().err
