@@ -3,7 +3,7 @@
 The image is never loaded whole. The grid of tile origins at zoom ``z`` is ``(i * s_z, j * s_z)``
 with ``s_z = stride * z`` source pixels; the last column/row of tiles may overhang the image
 edge (pixels outside the image are outside the footprint, so the coverage threshold decides).
-Tile origins are grouped into square blocks of ``block_size`` source pixels, a multiple of every
+Tile origins are grouped into square blocks of ``block_size`` (about 1024) source pixels, a multiple of every
 zoom's stride, so each block holds whole tiles of every zoom; a block reads its pixels plus a
 ``halo`` (``(tile - stride) * zmax`` source pixels right and below) so overlapping tiles are
 whole. One Dask task per block (threaded scheduler, ``workers`` threads) reads its region
@@ -27,6 +27,18 @@ from tiling._source import ImagePlan, PixelReader, Source
 from tiling.errors import SourceError
 
 __all__ = ["CutTile", "ImageCutter"]
+
+#: Source columns of a tile when sources are not measured.
+NO_SOURCES = {
+    "bkg_median": float("nan"),
+    "bkg_rms": float("nan"),
+    "n_sources": 0,
+    "brightest_flux": float("nan"),
+    "brightest_size_arcsec": float("nan"),
+    "brightest_x": float("nan"),
+    "brightest_y": float("nan"),
+    "has_extended": False,
+}
 
 #: Bands of rows read to estimate the stretch limits.
 SAMPLE_BANDS = 16
@@ -234,6 +246,8 @@ class ImageCutter:
             return None
         binned, mask = bin_box(values, valid, zoom)
         pixels = stretch(binned, self.params, mask)
+        if not cfg.measure_sources:
+            return CutTile(zoom, x0, y0, kind, coverage, pixels, mask, dict(NO_SOURCES))
         stats = source_stats(
             binned,
             mask,

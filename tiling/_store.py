@@ -151,6 +151,7 @@ class _ZoomWriter:
             chunks=(u, t, t),
             dtype="float32",
             fill_value=0.0,
+            compressors=None,  # stretched sky noise: zstd saves ~7 % for 5x the write time
             overwrite=True,
         )
         self.masks = zarr.create_array(

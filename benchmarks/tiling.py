@@ -1,0 +1,219 @@
+"""Tiling benchmark: throughput against reading the same pixels, and peak memory against size.
+
+* ``tiling throughput``: mosaic pixels per second of :meth:`TileStore.add_mosaic` (hash, stretch
+  sampling, every zoom, footprint, binning, stretch, photutils source statistics, Zarr writes)
+  divided by the pixels per second of reading the same file's SCI pixels alone (astropy memmap,
+  summed in row bands so every page is touched). Goal >= 0.5 on 2 cores.
+* ``peak RSS``: each synthetic mosaic (noise + sources, SCI + WHT, real TAN WCS, written
+  streaming so the writer is memory-flat too) is tiled in its own subprocess, whose peak RSS
+  is reported against the smallest size's: it must stay flat as the mosaic grows.
+
+Sizes: 2k, 8k, 16k pixels on a side (``--quick``: 2k and 4k).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks._common import Figure, cpu_threads, peak_rss_mib
+
+__all__ = ["run", "write_streaming_mosaic"]
+
+ZOOMS = (1, 2, 4)
+
+
+def write_streaming_mosaic(path: Path, side: int, *, seed: int = 0, band: int = 512) -> Path:
+    """Write a ``side`` x ``side`` drizzled-like FITS (SCI + WHT) band by band (flat memory)."""
+    from astropy.io import fits
+    from astropy.wcs import WCS
+
+    wcs = WCS(naxis=2)
+    wcs.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    wcs.wcs.crpix = [side / 2 + 0.5, side / 2 + 0.5]
+    wcs.wcs.crval = [150.1, 2.2]
+    wcs.wcs.cdelt = [-0.05 / 3600, 0.05 / 3600]
+    header = wcs.to_header()
+    header["BUNIT"] = "ELECTRONS/S"
+    rng = np.random.default_rng(seed)
+    fits.PrimaryHDU().writeto(path, overwrite=True)
+    for name in ("SCI", "WHT"):
+        h = fits.Header()
+        h["XTENSION"] = "IMAGE"
+        h["BITPIX"] = -32
+        h["NAXIS"] = 2
+        h["NAXIS1"] = side
+        h["NAXIS2"] = side
+        h["PCOUNT"] = 0
+        h["GCOUNT"] = 1
+        h["EXTNAME"] = name
+        h.update(header)
+        with fits.StreamingHDU(str(path), h) as out:
+            yy, xx = np.mgrid[0:band, 0:side]
+            for y in range(0, side, band):
+                rows = min(band, side - y)
+                if name == "WHT":
+                    out.write(np.ones((rows, side), ">f4"))
+                    continue
+                data = rng.normal(0.0, 0.01, size=(rows, side))
+                for _ in range(max(1, side // 64)):
+                    x0, y0 = rng.uniform(0, side), rng.uniform(0, rows)
+                    s = rng.uniform(1.0, 5.0)
+                    lo, hi = int(max(0, x0 - 4 * s)), int(min(side, x0 + 4 * s + 1))
+                    sub = np.s_[:rows, lo:hi]
+                    data[sub] += rng.uniform(0.5, 20) * np.exp(
+                        -((xx[sub] - x0) ** 2 + (yy[sub] - y0) ** 2) / (2 * s * s)
+                    )
+                out.write(data.astype(">f4"))
+    return path
+
+
+def read_pixels(path: Path) -> int:
+    """Read every SCI pixel with astropy's memmap in row bands; return the pixel count."""
+    from astropy.io import fits
+
+    with fits.open(path, memmap=True) as hdul:
+        data = hdul["SCI"].data
+        total = 0.0
+        for y in range(0, data.shape[0], 512):
+            total += float(np.asarray(data[y : y + 512], dtype=np.float64).sum())
+        return int(data.size)
+
+
+def tile_once(
+    path: Path, workdir: Path, zooms: tuple[int, ...] = ZOOMS, *, measure_sources: bool = True
+) -> float:
+    """Seconds to tile ``path`` into a fresh store."""
+    from tiling import TileStore, TilingConfig
+
+    store_dir = Path(tempfile.mkdtemp(dir=workdir))
+    cfg = TilingConfig(zooms=zooms, workers=cpu_threads(), measure_sources=measure_sources)
+    store = TileStore.create(store_dir / "tiles", cfg)
+    t0 = time.perf_counter()
+    store.add_mosaic(path)
+    return time.perf_counter() - t0
+
+
+def _hwm_mib() -> float:
+    """This process's peak RSS (``VmHWM``; unlike ``ru_maxrss`` it does not survive ``exec``)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return peak_rss_mib()
+
+
+def _child(path: str, workdir: str) -> None:
+    """Subprocess entry: tile one mosaic, print peak RSS (MiB) and seconds as JSON."""
+    from tiling import TileStore, TilingConfig
+
+    store = TileStore.create(
+        Path(workdir) / "tiles", TilingConfig(zooms=ZOOMS, workers=cpu_threads())
+    )
+    base = _hwm_mib()
+    t0 = time.perf_counter()
+    report = store.add_mosaic(path)
+    seconds = time.perf_counter() - t0
+    print(
+        json.dumps(
+            {
+                "peak_rss_mib": _hwm_mib(),
+                "rss_before_mib": base,
+                "seconds": seconds,
+                "tiles": report.tiles_written,
+            }
+        )
+    )
+
+
+def _measure_size(side: int, workdir: Path) -> dict:
+    path = write_streaming_mosaic(workdir / f"mosaic_{side}.fits", side)
+    code = "import sys; from benchmarks.tiling import _child; _child(sys.argv[1], sys.argv[2])"
+    sub = workdir / f"store_{side}"
+    sub.mkdir()
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(path), str(sub)],
+        check=True,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result["mosaic_mib"] = path.stat().st_size / 2**20
+    path.unlink()
+    return result
+
+
+def run(quick: bool = False) -> list[Figure]:
+    """Measure the tiling figures (see the module docstring)."""
+    figures: list[Figure] = []
+    with tempfile.TemporaryDirectory(prefix="hubcat-bench-tiling-") as tmp:
+        workdir = Path(tmp)
+        side = 1024 if quick else 2048
+        path = write_streaming_mosaic(workdir / "throughput.fits", side, seed=1)
+        read_pixels(path)  # warm the page cache for both measurements
+        warm = write_streaming_mosaic(workdir / "warm.fits", 448, seed=2)
+        tile_once(warm, workdir)  # first-use imports (photutils, scipy, zarr codecs) not timed
+        t_read = min(_timed(read_pixels, path) for _ in range(3))
+        pixels = side * side
+        variants = [
+            (f"zooms {','.join(map(str, ZOOMS))}", ZOOMS, True),
+            ("zoom 1", (1,), True),
+            (f"zooms {','.join(map(str, ZOOMS))}, no source stats", ZOOMS, False),
+        ]
+        for label, zooms, sources in variants:
+            t_tile = min(
+                tile_once(path, workdir, zooms, measure_sources=sources)
+                for _ in range(1 if quick else 2)
+            )
+            figures.append(
+                Figure(
+                    "tiling",
+                    f"tiling throughput, {label} ({side}^2)",
+                    pixels / t_tile,
+                    "px/s",
+                    "astropy memmap read of the same pixels",
+                    pixels / t_read,
+                    goal=">= 0.5",
+                    note=f"{cpu_threads()} threads; tiling {t_tile:.2f} s, read {t_read:.3f} s (page cache warm)",
+                )
+            )
+        sizes = (2048, 4096) if quick else (2048, 8192, 16384)
+        results = {s: _measure_size(s, workdir) for s in sizes}
+        base = results[sizes[0]]["peak_rss_mib"]
+        for s in sizes:
+            r = results[s]
+            figures.append(
+                Figure(
+                    "tiling",
+                    f"peak RSS tiling {s}x{s} ({r['mosaic_mib']:.0f} MiB file)",
+                    r["peak_rss_mib"],
+                    "MiB",
+                    f"peak RSS at {sizes[0]}x{sizes[0]}",
+                    base,
+                    goal="~1 (flat)",
+                    note=(
+                        f"{r['tiles']} tiles in {r['seconds']:.1f} s "
+                        f"({s * s / r['seconds'] / 1e6:.2f} Mpx/s); "
+                        f"RSS after imports {r['rss_before_mib']:.0f} MiB"
+                    ),
+                )
+            )
+    return figures
+
+
+def _timed(fn, *args) -> float:
+    t0 = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - t0
