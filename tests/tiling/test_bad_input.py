@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from astropy.io import fits
-from tests.conftest import write_synthetic_mosaic
 
+from tests.conftest import write_synthetic_mosaic
 from tiling import (
     NonFinitePixelsWarning,
     SourceError,

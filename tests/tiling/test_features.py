@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 from astropy.io import fits
-from tests.conftest import write_synthetic_mosaic
 
 from pipeline.cli import main
+from tests.conftest import write_synthetic_mosaic
 from tiling import TileStore, TilingConfig
 from tiling._store import TileStore as _TileStore
 

@@ -9,8 +9,8 @@ import pytest
 from astropy.coordinates import SkyCoord
 from astropy.io import fits
 from astropy.wcs import WCS
-from tests.conftest import write_synthetic_mosaic
 
+from tests.conftest import write_synthetic_mosaic
 from tiling import (
     AUGMENTATIONS,
     TileNotFoundError,
