@@ -146,7 +146,8 @@ class FaultProxy:
                 for key, value in resp.getheaders():
                     if key.lower() not in ("transfer-encoding", "connection", "content-length"):
                         self.send_header(key, value)
-                self.send_header("Content-Length", str(len(data)))
+                length = resp.getheader("Content-Length") if self.command == "HEAD" else None
+                self.send_header("Content-Length", length or str(len(data)))
                 if rule is not None and rule.action == "truncate":
                     self.send_header("Connection", "close")
                     self.end_headers()
