@@ -261,6 +261,10 @@ def test_unknown_tile_and_bad_public_key(signed, tmp_path, capsys):
     assert "bad.pub is not a signed-note verifier key" in capsys.readouterr().err
     assert hubcat(["verify", str(cat_dir), "--public-key", str(tmp_path / "none.pub")]) == 1
     assert "none.pub does not exist" in capsys.readouterr().err
+    (tmp_path / "old").write_text("garbage\n")
+    assert hubcat(["verify", str(cat_dir), "--against", str(tmp_path / "old")]) == 1
+    err = capsys.readouterr().err
+    assert "old checkpoint" in err and "body lines" in err and "Traceback" not in err
 
 
 # --------------------------------------------------------------------------- versions
@@ -365,3 +369,38 @@ def test_provenance_notebook_runs(signed, tmp_path, monkeypatch):
     good, bad = text.split("ok: False")
     assert "False" not in good
     assert "its embedding" in bad
+
+
+# --------------------------------------------------------------------------- on S3
+
+
+@pytest.mark.s3
+def test_verify_a_catalogue_on_s3(signed, s3_server):
+    """The same catalogue copied to a loopback S3 server verifies; a changed object is named."""
+    from catalog import Catalogue
+    from tiling import TileStore
+    from tiling.storage import open_object_store
+
+    cat_dir, tiles_dir, key, keys = signed
+    uri = s3_server.create_bucket("provenance-tests") + "/cat"
+    store = open_object_store(uri)
+    for path in sorted(p for p in cat_dir.rglob("*") if p.is_file()):
+        store.put(path.relative_to(cat_dir).as_posix(), path.read_bytes())
+    ts = TileStore.open(tiles_dir)
+    cat = Catalogue.open(uri, tile_store=ts)
+    tile = cat.metadata()["tile_id"].iloc[3]
+    report = pv.verify_catalogue(cat, tile_id=tile, public_key=keys / "hubcat.key.pub")
+    assert report.ok, report.summary()
+    assert cat.verify(tile).root == cat.manifest["provenance"]["root"]
+    # a build on S3 writes the log there
+    prov = pv.build_provenance(cat.records(), open_object_store(uri + "-rebuilt"), signing_key=key)
+    assert prov["root"] == cat.manifest["provenance"]["root"]
+    # change one object in the bucket: one leaf of the log
+    leaves = store.get("provenance/leaves.jsonl").split(b"\n")
+    doc = json.loads(leaves[3])
+    doc["volunteers"] = ["mallory"]
+    leaves[3] = pv.canonical_json(doc)
+    store.put("provenance/leaves.jsonl", b"\n".join(leaves))
+    report = pv.verify_catalogue(Catalogue.open(uri, tile_store=ts))
+    assert report.failed_tiles == [tile]
+    assert "volunteers" in fail_messages(report)
