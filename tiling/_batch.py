@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import warnings
 from collections.abc import Iterable
@@ -11,6 +12,8 @@ from tiling._store import AddReport, TileStore
 from tiling.errors import HubcatError, HubcatWarning
 
 __all__ = ["BatchReport", "tile_sources"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -82,7 +85,8 @@ def tile_sources(
                     report.added.append(store.add_mosaic(source))
             except HubcatError as exc:
                 report.failed[source] = str(exc)
-            except (OSError, ValueError, MemoryError) as exc:  # unexpected, but one file only
+            except Exception as exc:  # unexpected, but it concerns this one file only
+                log.exception("unexpected error while tiling %s", source)
                 report.failed[source] = f"{source}: {type(exc).__name__}: {exc}"
             if bar is not None:
                 bar.advance(task)

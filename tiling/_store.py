@@ -215,6 +215,7 @@ class TileStore:
         self._group = group
         self._lock = threading.Lock()
         self._meta_cache = None
+        self._positions = None
         self._records: dict[str, dict] | None = None
         self._arrays: dict[str, object] = {}
 
@@ -602,12 +603,17 @@ class TileStore:
         return self._meta_cache.copy()
 
     def _row(self, tile_id: str):
-        meta = self.metadata() if self._meta_cache is None else self._meta_cache
-        hits = meta.index[meta["tile_id"] == tile_id]
-        if len(hits) == 0:
+        if self._meta_cache is None:
+            self.metadata()
+        with self._lock:
+            meta = self._meta_cache
+            if self._positions is None or self._positions[0] is not meta:
+                self._positions = (meta, {t: i for i, t in enumerate(meta["tile_id"])})
+            position = self._positions[1].get(tile_id)
+        if position is None:
             msg = f"tile {tile_id!r} is not in the tile store at {self.uri}; list ids with .metadata()"
             raise TileNotFoundError(msg)
-        return meta.loc[hits[0]]
+        return meta.iloc[position]
 
     def _array(self, kind: str, mosaic_id: str, zoom: int):
         import zarr
