@@ -1,8 +1,8 @@
 """A deliberately dishonest worker, for the self-test and the attack tests only.
 
 ``dask worker ... --preload grid.volunteer --preload grid._liar`` with ``HUBCAT_LIAR_MODE`` set
-to one of :data:`MODES` makes this worker return bad results; ``HUBCAT_LIAR_RATE`` (default 1)
-is the fraction of its units it lies on. The validator must reject every one of them.
+to one of :data:`MODES` (or a comma-separated list, used in turn) makes this worker return bad
+results; ``HUBCAT_LIAR_RATE`` (default 1) is the fraction of its units it lies on. The validator must reject every one of them.
 """
 
 from __future__ import annotations
@@ -38,23 +38,28 @@ def dask_setup(worker) -> None:
     import grid._task as task
     from grid._results import ResultStore
 
-    mode = os.environ.get("HUBCAT_LIAR_MODE", "perturb")
+    modes = os.environ.get("HUBCAT_LIAR_MODE", "perturb").split(",")
     rate = float(os.environ.get("HUBCAT_LIAR_RATE", "1"))
     honest_compute = task.compute
+    state = {"n": -1, "lie": True}
 
     def compute(model, tiles):
+        state["n"] += 1
+        state["lie"] = random.random() < rate
         vectors = honest_compute(model, tiles)
-        return _lie(mode, vectors) if random.random() < rate else vectors
+        mode = modes[state["n"] % len(modes)]
+        return _lie(mode, vectors) if state["lie"] else vectors
 
     def write_result(store, unit_slug, replica, vectors):
-        if mode == "dtype" and random.random() < rate:
+        mode = modes[state["n"] % len(modes)] if state["lie"] else "honest"
+        if mode == "dtype":
             data = vectors.astype(np.float16).tobytes()
             receipt = {
                 "sha256": hashlib.sha256(data).hexdigest(),
                 "shape": list(vectors.shape),
                 "dtype": "float16",
             }
-        elif mode == "hash" and random.random() < rate:
+        elif mode == "hash":
             data = np.ascontiguousarray(vectors, dtype="<f4").tobytes()
             receipt = {
                 "sha256": hashlib.sha256(data).hexdigest(),

@@ -14,7 +14,7 @@ from grid._pki import GridAuthority
 from grid.errors import GridError
 from grid.gate import scheduler_config
 
-__all__ = ["scheduler_argv", "start_scheduler", "start_worker", "stop_process"]
+__all__ = ["scheduler_argv", "start_scheduler", "start_worker", "stop_process", "stop_processes"]
 
 
 def _env_config(config: dict) -> dict[str, str]:
@@ -115,6 +115,7 @@ def start_worker(
     nthreads: int = 1,
     preloads: tuple[str, ...] = ("grid.volunteer",),
     env: dict[str, str] | None = None,
+    extra_args: tuple[str, ...] = (),
 ) -> subprocess.Popen:
     """Start one ``dask worker`` process the way a volunteer does (TLS, ``--name``, preload)."""
     argv = [
@@ -140,6 +141,7 @@ def start_worker(
         argv += ["--tls-key", str(key)]
     for p in preloads:
         argv += ["--preload", p]
+    argv += list(extra_args)
     full_env = {
         **os.environ,
         "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION": "True",
@@ -158,6 +160,20 @@ def stop_process(proc: subprocess.Popen, *, timeout: float = 10.0) -> None:
         proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout)
+
+
+def stop_processes(procs: list[subprocess.Popen], *, timeout: float = 10.0) -> None:
+    """Stop several processes started here: SIGTERM to all first, then wait (SIGKILL if needed)."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for proc in procs:
+        try:
+            proc.wait(max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout)

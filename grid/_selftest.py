@@ -12,7 +12,7 @@ import numpy as np
 
 from grid._config import GridConfig
 from grid._pki import GridAuthority
-from grid._procs import start_scheduler, start_worker, stop_process
+from grid._procs import start_scheduler, start_worker, stop_processes
 from grid.errors import GridConfigError
 
 __all__ = ["selftest", "synthetic_tile_store"]
@@ -125,10 +125,10 @@ def selftest(
         authority = GridAuthority.init(workdir / "pki")
         store = synthetic_tile_store(workdir / "data", units=units, unit_size=unit_size)
         sched, address = start_scheduler(authority, workdir / "logs", worker_ttl="10s")
-        stack.callback(stop_process, sched)
         names = [f"vol-{i + 1}" for i in range(workers)]
         liar_names = names[:liars]
         procs = {}
+        stack.callback(lambda: stop_processes([*procs.values(), sched]))
         for name in names:
             enr = authority.enroll(name, days=1)
             lying = name in liar_names
@@ -142,7 +142,6 @@ def selftest(
                 preloads=("grid.volunteer", "grid._liar") if lying else ("grid.volunteer",),
                 env={"HUBCAT_LIAR_MODE": liar_mode} if lying else None,
             )
-            stack.callback(stop_process, procs[name])
         client = stack.enter_context(Client(address, security=authority.security("operator")))
         client.wait_for_workers(workers, timeout=120)
         killed: list[str] = []

@@ -1,0 +1,56 @@
+"""run_units on a LocalCluster with real worker processes; resuming; status."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from grid import GridConfig, run_units
+from grid._status import grid_status
+
+pytestmark = [pytest.mark.grid, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def local_run(tmp_path_factory):
+    from grid._selftest import synthetic_tile_store
+
+    store = synthetic_tile_store(tmp_path_factory.mktemp("local"), units=2, unit_size=1, seed=3)
+    report = run_units(store, config=GridConfig(n_workers=1), progress=True)
+    return store, report
+
+
+def test_local_run_accepts_every_unit(local_run, capsys):
+    from embeddings import EmbeddingStore, embed_tiles, load_model
+
+    store, report = local_run
+    assert (report.units_planned, report.units_accepted, report.units_failed) == (2, 2, 0)
+    assert report.replicas_run == 2 and report.min_quorum == 1
+    assert "2 accepted" in str(report)
+    model = load_model()
+    emb = EmbeddingStore(store, model)
+    for unit in store.units():
+        _, got = emb.read(unit.unit_key)
+        _, tiles = store.read_unit(unit.unit_key)
+        assert np.min(np.sum(got * embed_tiles(model, tiles), axis=1)) >= GridConfig().min_cosine
+        rec = emb.record(unit.unit_key)
+        assert len(rec.volunteers) == 1  # the local worker that computed it
+
+
+def test_second_run_resumes_without_recomputing(local_run):
+    store, _ = local_run
+    again = run_units(store, config=GridConfig(n_workers=1), progress=False)
+    assert (again.units_planned, again.units_skipped, again.replicas_run) == (0, 2, 0)
+
+
+def test_status_counts_units_and_credit(local_run):
+    store, report = local_run
+    status = grid_status(store.uri)
+    counts = status["units"][report.model_digest]
+    assert counts["accepted"] == 2 and counts["pending"] == 0
+    assert status["ledger_ok"]
+    (vol,) = status["volunteers"].values()
+    assert vol["valid"] == 2 and vol["credit"] > 0
+    json.dumps(status, default=str)
