@@ -12,12 +12,23 @@ the line *is* the leaf, byte for byte.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import numbers
+import os
 import re
+import time
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-from catalog._merkle import ProvenanceError
+from catalog._checkpoint import Checkpoint, SigningKey, load_signing_key
+from catalog._merkle import MerkleTree, ProvenanceError, consistency_failure, leaf_hashes
+
+if TYPE_CHECKING:
+    from tiling.storage import ObjectStore
+
+log = logging.getLogger("catalog.provenance")
 
 __all__ = [
     "LEAF_SCHEMA",
@@ -413,12 +424,19 @@ def parse_leaf_lenient(leaf: bytes) -> dict:
     return value if isinstance(value, dict) else {}
 
 
-def build_provenance(records, store, signing_key=None, previous=None, *, origin=None) -> dict:
+def build_provenance(
+    records: Iterable[Mapping[str, object]],
+    store: ObjectStore,
+    signing_key: SigningKey | str | os.PathLike[str] | None = None,
+    previous: Mapping[str, object] | None = None,
+    *,
+    origin: str | None = None,
+) -> dict:
     """Write the Merkle log of a catalogue version and return its manifest entry.
 
     Parameters
     ----------
-    records : sequence of dict
+    records : iterable of dict
         One record per tile, in leaf order, with exactly the keys :data:`RECORD_KEYS`.
         A new version lists the previous version's records first, unchanged.
     store : tiling.storage.ObjectStore
@@ -446,15 +464,12 @@ def build_provenance(records, store, signing_key=None, previous=None, *, origin=
         If a record is invalid (naming the tile), two records share a tile_id, or the records do
         not extend ``previous`` (old rows changed, removed or reordered).
     """
-    from pathlib import Path
-
-    from catalog._checkpoint import Checkpoint, SigningKey, load_signing_key
-    from catalog._merkle import MerkleTree, consistency_failure, leaf_hashes
-
-    leaves = [leaf_bytes(record, i) for i, record in enumerate(records)]
+    t0 = time.perf_counter()
+    leaves = []
     seen: dict[str, int] = {}
     for i, record in enumerate(records):
-        tile = record["tile_id"]
+        leaves.append(leaf_bytes(record, i))
+        tile = str(record["tile_id"])
         if tile in seen:
             msg = (
                 f"tile_id {tile!r} appears twice (records {seen[tile]} and {i}); one leaf per tile"
@@ -525,6 +540,14 @@ def build_provenance(records, store, signing_key=None, previous=None, *, origin=
         store.put(files["consistency"], json.dumps(doc, indent=1).encode())
     store.put(checkpoint_history_key(size), text.encode())
     store.put(CHECKPOINT_KEY, text.encode())
+    log.info(
+        "provenance of %s: %d leaves, root %s, %s, in %.1f s",
+        store.uri,
+        size,
+        root.hex(),
+        f"signed by {key.verifier.label}" if key is not None else "unsigned",
+        time.perf_counter() - t0,
+    )
     return {
         "format": FORMAT,
         "leaf_schema": LEAF_SCHEMA,
