@@ -369,11 +369,16 @@ class TileStore:
 
     def mosaic_record(self, mosaic_id: str) -> dict:
         """The stored record of one mosaic (header cards, WCS, stretch, units)."""
-        records = self._mosaic_records()
-        if mosaic_id not in records:
+        with self._lock:
+            records = self._records
+        if records is not None and mosaic_id in records:
+            return records[mosaic_id]
+        # one object read, not a listing: a grid task opens the store to read a single unit
+        try:
+            return json.loads(self._objects.get(f"mosaics/{mosaic_id}.json"))
+        except (StoreNotFoundError, FileNotFoundError):
             msg = f"mosaic {mosaic_id!r} is not in the tile store at {self.uri}"
-            raise TileNotFoundError(msg)
-        return records[mosaic_id]
+            raise TileNotFoundError(msg) from None
 
     def has_mosaic(self, mosaic_id: str) -> bool:
         """Whether a mosaic is completely stored (its record exists)."""
