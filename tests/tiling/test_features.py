@@ -145,3 +145,21 @@ def test_cli_tile(tmp_path, capsys, hst_dir):
     assert "other tiling parameters" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["tile", str(good), "--store", str(store), "--min-coverage", "2"])
+
+
+def test_ctx_footprint_when_there_is_no_wht(tmp_path):
+    path = write_synthetic_mosaic(tmp_path / "m.fits", shape=(300, 300))
+    with fits.open(path) as hdul:
+        sci = hdul["SCI"]
+        ctx = np.zeros(sci.data.shape, np.int32)
+        ctx[:, :150] = 1  # only the left half was observed
+        ctx_hdu = fits.ImageHDU(ctx, header=sci.header, name="CTX")
+        fits.HDUList([hdul[0].copy(), sci.copy(), ctx_hdu]).writeto(tmp_path / "ctx.fits")
+    store = TileStore.create(tmp_path / "t", TilingConfig(zooms=(1,), min_coverage=0.25))
+    store.add_mosaic(tmp_path / "ctx.fits")
+    meta = store.metadata()
+    assert store.mosaic_record(meta["mosaic_id"][0])["footprint"] == "CTX"
+    row = meta[(meta["x0"] == 0) & (meta["y0"] == 0)].iloc[0]
+    assert row.coverage == pytest.approx(150 * 224 / 224**2)
+    _tile, mask = store.read(row.tile_id, mask=True)
+    assert mask[:, :150].all() and not mask[:, 150:].any()
