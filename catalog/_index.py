@@ -103,7 +103,7 @@ def build_index(vectors: np.ndarray, config: CatalogConfig, kind: str | None = N
             )
             raise CatalogError(msg)
         index = faiss.index_factory(
-            d, f"IVF{nlist},PQ{config.pq_m},RFlat", faiss.METRIC_INNER_PRODUCT
+            d, f"IVF{nlist},PQ{config.pq_m}np,RFlat", faiss.METRIC_INNER_PRODUCT
         )
         rng = np.random.default_rng(config.seed)
         take = min(n, config.train_size)
