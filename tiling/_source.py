@@ -253,7 +253,8 @@ class PixelReader:
     """Read rectangular regions of one image HDU as float64, NaN-padded outside the image.
 
     Local files are memory-mapped; remote ones are read with ranged requests of whole rows (at
-    most ``rows_per_request`` rows each). ``BSCALE``/``BZERO`` are applied and ``BLANK`` integer
+    most ``rows_per_request`` rows each, cropped to the region at once, so a narrow region of a
+    wide mosaic costs the region plus one request's rows). ``BSCALE``/``BZERO`` are applied and ``BLANK`` integer
     pixels become NaN. Thread-safe: every read is independent.
     """
 
@@ -300,14 +301,15 @@ class PixelReader:
         cy0, cy1, cx0, cx1 = max(y0, 0), min(y1, ny), max(x0, 0), min(x1, nx)
         if cy0 >= cy1 or cx0 >= cx1:
             return out
-        if self._memmap is not None:
-            raw = self._memmap[cy0:cy1, cx0:cx1]
-        else:
-            raw = self._raw_rows(cy0, cy1)[:, cx0:cx1]
         view = out[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0]
-        view[...] = raw
-        if self.blank is not None:
-            view[raw == self.blank] = np.nan
+        step = cy1 - cy0 if self._memmap is not None else self.rows_per_request
+        for a in range(cy0, cy1, step):  # remote: whole rows per request, cropped at once
+            b = min(cy1, a + step)
+            raw = self._raw_rows(a, b)[:, cx0:cx1]
+            part = view[a - cy0 : b - cy0]
+            part[...] = raw
+            if self.blank is not None:
+                part[raw == self.blank] = np.nan
         if self.bscale != 1.0 or self.bzero != 0.0:
             view *= self.bscale
             view += self.bzero
