@@ -39,6 +39,8 @@ class GridReport:
         Rejected by the validator; raised on the worker; lost with their worker or timed out.
     liars : list of str
         Volunteers whose results were rejected as invalid in this run.
+    run_time : float
+        Wall time of the scheduling loop, without cluster start-up and shutdown (s).
     elapsed : float
         Wall time (s).
     """
@@ -58,6 +60,7 @@ class GridReport:
     min_quorum: int = 0
     min_cosine: float = 0.0
     dashboard: str = ""
+    run_time: float = 0.0
     elapsed: float = 0.0
 
     @property
@@ -622,7 +625,9 @@ def run_units(
             if progress and dashboard:
                 print(f"Dask dashboard: {dashboard}")
             bar = _progress_bar(len(planned), progress, stack)
+            t_run = time.perf_counter()
             engine.run(planned, bar)
+            engine.report.run_time = time.perf_counter() - t_run
     report = engine.report
     report.units_failed = report.units_planned - report.units_accepted
     report.elapsed = time.perf_counter() - t0
