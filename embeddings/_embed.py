@@ -107,10 +107,15 @@ def preprocess(model: EmbeddingModel, images: torch.Tensor) -> torch.Tensor:
     if images.shape[-2:] != (h, w):
         mode = spec.interpolation if spec.interpolation in ("bilinear", "bicubic") else "bilinear"
         images = F.interpolate(images, size=(h, w), mode=mode, antialias=True, align_corners=False)
-    mean = torch.tensor(spec.mean, dtype=torch.float32).view(1, c, 1, 1)
-    std = torch.tensor(spec.std, dtype=torch.float32).view(1, c, 1, 1)
     memory = torch.channels_last if model.config.channels_last else torch.contiguous_format
     out = torch.empty((images.shape[0], c, h, w), dtype=torch.float32, memory_format=memory)
+    if images.shape[1] == 1 and len(set(spec.mean)) == 1 and len(set(spec.std)) == 1:
+        # one band, same normalisation on every channel: normalise once, then replicate
+        band = (images - spec.mean[0]) / spec.std[0]
+        out.copy_(band.expand(-1, c, -1, -1))
+        return out
+    mean = torch.tensor(spec.mean, dtype=torch.float32).view(1, c, 1, 1)
+    std = torch.tensor(spec.std, dtype=torch.float32).view(1, c, 1, 1)
     torch.sub(images.expand(-1, c, -1, -1), mean, out=out)
     out.div_(std)
     return out
