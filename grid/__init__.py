@@ -18,6 +18,7 @@ from grid._pki import Enrollment, GridAuthority, PeerIdentity, peer_identity
 from grid._records import UnitRecords
 from grid._results import ResultStore, agree, check_replica, cosines
 from grid._run import GridReport, run_units
+from grid._status import grid_status, render_status
 from grid.errors import (
     AdmissionError,
     EnrollmentError,
@@ -49,6 +50,8 @@ __all__ = [
     "check_replica",
     "cobblestones",
     "cosines",
+    "grid_status",
     "peer_identity",
+    "render_status",
     "run_units",
 ]

@@ -128,7 +128,10 @@ class _Engine:
             if _takes_n_workers()
             else self.client.scheduler_info()
         )
-        self.names = {addr: str(w.get("name", addr)) for addr, w in info.get("workers", {}).items()}
+        prefix = "local-" if self.local else ""  # local workers are named 0, 1, ...
+        self.names = {
+            addr: f"{prefix}{w.get('name', addr)}" for addr, w in info.get("workers", {}).items()
+        }
         return self.names
 
     def save(self, rec: dict) -> None:
