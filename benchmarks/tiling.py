@@ -141,6 +141,19 @@ def _hwm_mib() -> float:
     return peak_rss_mib()
 
 
+def _status_fields(*names: str) -> dict[str, float]:
+    """Selected ``/proc/self/status`` fields in MiB (empty off Linux)."""
+    out = {}
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            key = line.split(":", 1)[0]
+            if key in names:
+                out[key] = int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return out
+
+
 def _child(path: str, workdir: str) -> None:
     """Subprocess entry: tile one mosaic, print peak RSS (MiB) and seconds as JSON."""
     from tiling import TileStore, TilingConfig
@@ -159,6 +172,7 @@ def _child(path: str, workdir: str) -> None:
                 "rss_before_mib": base,
                 "seconds": seconds,
                 "tiles": report.tiles_written,
+                "rss_end": _status_fields("RssAnon", "RssFile"),
             }
         )
     )

@@ -18,6 +18,7 @@ import gzip
 import hashlib
 import io
 import math
+import mmap
 import os
 import shutil
 import tempfile
@@ -271,10 +272,24 @@ class PixelReader:
         self.source = source
         self.rows_per_request = rows_per_request
         self._memmap = None
-        if source.local_path is not None:
-            self._memmap = np.memmap(
-                source.local_path, dtype=self.dtype, mode="r", offset=self.offset, shape=self.shape
-            )
+        self._mmap = None
+        if source.local_path is not None and self.nbytes:
+            with open(source.local_path, "rb") as fh:
+                self._mmap = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+            count = self.shape[0] * self.shape[1]
+            self._memmap = np.frombuffer(
+                self._mmap, dtype=self.dtype, count=count, offset=self.offset
+            ).reshape(self.shape)
+
+    def release(self) -> None:
+        """Drop the mapped pages read so far from this process (they stay in the page cache).
+
+        Pages of a memory-mapped file count in the process's resident set until unmapped or
+        released; calling this after each window of blocks keeps the RSS flat however large
+        the mosaic. Concurrent readers simply fault the pages in again.
+        """
+        if self._mmap is not None and hasattr(mmap, "MADV_DONTNEED"):
+            self._mmap.madvise(mmap.MADV_DONTNEED)
 
     @property
     def nbytes(self) -> int:
