@@ -17,9 +17,9 @@ def tile_store(tmp_path_factory):
     from tiling import TileStore, TilingConfig
 
     root = tmp_path_factory.mktemp("embed-cli")
-    source = write_synthetic_mosaic(root / "m.fits", shape=(448, 460), n_sources=30)
+    source = write_synthetic_mosaic(root / "m.fits", shape=(230, 460), n_sources=20)
     store = TileStore.create(
-        root / "tiles", TilingConfig(zooms=(1,), unit_size=2, measure_sources=False)
+        root / "tiles", TilingConfig(zooms=(1,), unit_size=1, measure_sources=False)
     )
     store.add_mosaic(source)
     assert len(store.units()) == 2
