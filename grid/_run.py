@@ -280,9 +280,8 @@ class _Engine:
 
     def error_text(self, fut) -> str:
         if not self.local:
-            # On the grid the gate has replaced the exception by plain text; locally the workers
-            # are this machine's own processes.
-            pass
+            # Never unpickle what a volunteer sent (the gate also replaces it by plain text).
+            return f"task {fut.key} failed on a worker; see the scheduler log"
         try:
             exc = fut.exception(timeout=5)
         except Exception as e:

@@ -119,7 +119,37 @@ def test_volunteer_certificate_cannot_act_as_client(grid, honest):
     with pytest.raises(Exception):  # noqa: B017 - refused by the gate, however the client reports it
         Client(grid["address"], security=sec, timeout=15).close()
     log = (grid["root"] / "logs" / "scheduler.log").read_text()
-    assert "refused 'register-client' from vol-client" in log or "refused 'identity'" not in log
+    assert "refused 'register-client' from vol-client" in log
+
+
+def test_volunteer_may_not_call_operator_handlers_or_touch_other_workers(grid, honest):
+    import asyncio
+
+    from distributed import Security
+    from distributed.core import rpc
+
+    enr = grid["auth"].enroll("vol-rpc", days=1)
+    sec = Security(
+        tls_ca_file=str(grid["auth"].ca_file),
+        tls_client_cert=str(enr.cert),
+        tls_client_key=str(enr.key),
+        require_encryption=True,
+    )
+    victim = next(iter(grid["client"].scheduler_info(n_workers=-1)["workers"]))
+
+    async def calls():
+        async with rpc(grid["address"], connection_args=sec.get_connection_args("client")) as r:
+            return (
+                await r.retire_workers(workers=[victim]),
+                await r.get_metadata(keys=["x"], default=None),
+                await r.identity(),
+            )
+
+    retire, metadata, identity = asyncio.run(calls())
+    assert retire["status"] == "error" and "own workers" in retire["message"]
+    assert metadata["status"] == "error" and "may not call 'get_metadata'" in metadata["message"]
+    assert identity["type"] == "Scheduler"  # harmless handlers still answer
+    assert victim in grid["client"].scheduler_info(n_workers=-1)["workers"]
 
 
 def test_nothing_from_a_worker_is_unpickled_by_the_operator(grid, honest):
