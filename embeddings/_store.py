@@ -56,8 +56,8 @@ class EmbeddingStore:
 
     Parameters
     ----------
-    tile_store_uri : str, path-like, or an object with a ``uri`` attribute (a ``TileStore``)
-        Root of the tile store.
+    tile_store_uri : str, path-like, ObjectStore or TileStore
+        Root of the tile store (``/path`` or ``s3://bucket/prefix``).
     model_digest : str or EmbeddingModel
         :attr:`EmbeddingModel.digest` of the model that made the vectors (hex). Given a model,
         its description is also recorded in ``model.json``.
@@ -73,13 +73,16 @@ class EmbeddingStore:
                 "pass EmbeddingModel.digest"
             )
             raise EmbeddingStoreError(msg)
-        uri = getattr(tile_store_uri, "uri", tile_store_uri)
-        if isinstance(uri, ObjectStore):
-            uri = uri.uri
         self.model_digest = model_digest
-        self.root: ObjectStore = open_object_store(os.fspath(uri)).child(
-            f"embeddings/{model_digest}"
-        )
+        base = tile_store_uri
+        if not isinstance(base, ObjectStore):
+            # a TileStore exposes its ObjectStore (keeps its S3 client and options)
+            objects = getattr(base, "objects", None)
+            base = objects if isinstance(objects, ObjectStore) else None
+        if base is None:
+            uri = getattr(tile_store_uri, "uri", tile_store_uri)
+            base = open_object_store(os.fspath(uri))
+        self.root: ObjectStore = base.child(f"embeddings/{model_digest}")
         if model is not None and not self.root.exists("model.json"):
             from embeddings._model import describe
 
