@@ -114,3 +114,21 @@ def test_nan_tiles_name_the_first_bad_tile(model: EmbeddingModel, tiles: np.ndar
     bad[1, 10, 10] = np.nan
     with pytest.raises(TileInputError, match=r"1 tile.*first at index 1"):
         embed_tiles(model, bad)
+
+
+def test_resize_only_when_the_model_input_differs(model: EmbeddingModel, tiles: np.ndarray):
+    from dataclasses import replace
+
+    import torch
+
+    from embeddings import preprocess
+
+    x = torch.from_numpy(tiles[:2])
+    same = preprocess(model, x)
+    assert same.shape == (2, 3, 224, 224)
+    torch.testing.assert_close(same[:, 1], (x - 0.5) / 0.5)  # no resampling at 224
+    bigger = EmbeddingModel(
+        model.net, replace(model.spec, input_size=(3, 256, 256)), "0" * 64, model.weights_path
+    )
+    assert preprocess(bigger, x).shape == (2, 3, 256, 256)
+    assert bigger.digest != model.digest

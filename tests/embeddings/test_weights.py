@@ -184,3 +184,10 @@ def test_hf_hub_name_unreachable(offline_hub):
 def test_no_weights_source_at_all():
     with pytest.raises(WeightsUnavailableError, match="has no pretrained weights"):
         fetch_hub_file("mystery", "")
+
+
+def test_package_format_file_given_as_weights(model: EmbeddingModel):
+    """The packaged file's own tensor names map by position when passed explicitly."""
+    again = load_model(None, weights=model.weights_path)
+    assert again.weights_sha256 == model.weights_sha256
+    assert _same_tensors(again.net, model.net)
