@@ -623,6 +623,39 @@ def _check_records(cat, leaves, report) -> None:
         _check_records_one(record, leaf, i, report)
 
 
+def _check_previous_version(cat, prov: Mapping, cp: Checkpoint | None, report) -> None:
+    """The recorded consistency proof from the previous version, against both roots."""
+    prev = prov.get("previous")
+    if not prev or cp is None or not prev.get("tree_size"):
+        return
+    old_size, old_root = prev.get("tree_size"), prev.get("root")
+    versions = cat.manifest.get("versions") or []
+    if len(versions) >= 2 and versions[-2].get("merkle_root") not in (None, old_root):
+        report.failed(
+            "manifest",
+            "versions",
+            f"manifest.json says the previous version's root is {versions[-2].get('merkle_root')!r}"
+            f" in versions[] but {old_root!r} in provenance.previous",
+        )
+    try:
+        failure = consistency_failure(
+            old_size, cp.size, old_root, cp.root, prov.get("consistency_proof") or []
+        )
+    except ProvenanceError as exc:
+        failure = str(exc)
+    if failure:
+        report.failed(
+            "consistency",
+            "provenance.consistency_proof",
+            f"the recorded consistency proof from the previous version ({old_size} leaves) does "
+            f"not verify: {failure}",
+        )
+    else:
+        report.checks.append(
+            f"consistency with the previous version: {old_size} -> {cp.size} leaves"
+        )
+
+
 def _proof_for(
     tree: MerkleTree, leaves, index: int, tile_id: str, cp: Checkpoint
 ) -> InclusionProof:
@@ -714,6 +747,7 @@ def verify_catalogue(
             )
     _check_rows(cat, leaves, report, progress)
     _check_records(cat, leaves, report)
+    _check_previous_version(cat, prov, cp, report)
 
     if tile_id is not None:
         index = cat.row_of(tile_id)

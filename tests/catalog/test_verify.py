@@ -282,6 +282,7 @@ def test_versions_are_consistent(catalogue_dir, tmp_path, capsys):
     report = pv.verify_catalogue(v2, against=old)
     assert report.ok, report.summary()
     assert report.consistency.ok and report.consistency.old_size == n1
+    assert f"consistency with the previous version: {n1} -> {n2} leaves" in report.checks
     assert "not signed" in report.warnings[0]
     prov = v2.manifest["provenance"]
     assert pv.verify_consistency(
@@ -296,6 +297,13 @@ def test_versions_are_consistent(catalogue_dir, tmp_path, capsys):
     assert rc == 1 and "does not extend" in out
     report = pv.verify_catalogue(v1, against=catalogue_dir / "provenance" / "checkpoint")
     assert "cannot extend" in fail_messages(report)
+    # the recorded proof from the previous version is checked too
+    shutil.copytree(catalogue_dir, tmp_path / "copy")
+    m = manifest(tmp_path / "copy")
+    m["provenance"]["consistency_proof"][0] = "00" * 32
+    write_manifest(tmp_path / "copy", m)
+    report = pv.verify_catalogue(Catalogue.open(tmp_path / "copy"))
+    assert "recorded consistency proof from the previous version" in fail_messages(report)
     # a tile of v2 is not in v1
     from catalog import UnknownTileError
 
