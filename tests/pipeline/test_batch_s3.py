@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import model_versions, reprocess_catalogue
+from pipeline import model_versions, reprocess_catalogue, run_pipeline
 from pipeline.commands.status import run_status_dict
 from pipeline.errors import RunStateError
 from tests._s3_support import FaultProxy, mast_key
@@ -31,6 +31,7 @@ GOOD = {
     "cosmos001": "galsim_cosmos_147246.0_150.416558_1.998697_masknoise.fits",
 }
 TRUNCATED, MISSING = "trunc0001", "missing01"
+REPAIRED = "abell_2744_cd_galaxy_f105w.fits.gz"  # what the truncated object should have been
 RUNS = "hubcat-runs"
 PARAMS = ["--zooms", "1", "--unit-size", "2", "--workers", "1", "--suffix", "drz"]
 UNITS = 4  # 2 mosaics x 4 tiles / 2 tiles per unit
@@ -67,7 +68,7 @@ def archive(s3_server, hst_dir, tmp_path_factory):
             mast_key(dataset, "drz"),
             ExtraArgs={"ACL": "public-read"},
         )
-    data = (hst_dir / GOOD["cosmos001"]).read_bytes()
+    data = (hst_dir / REPAIRED).read_bytes()  # a gzipped mosaic, cut short
     client.put_object(
         Bucket="stpubdata",
         Key=mast_key(TRUNCATED, "drz"),
@@ -122,7 +123,11 @@ def test_batch_with_corrupt_object_and_missing_key(reference):
         f"s3://stpubdata/hst/public/miss/{MISSING}/{MISSING}_drz.fits"
         in failed[f"{MISSING}_drz.fits"]
     )
-    assert "trunc" in failed[f"{TRUNCATED}_drz.fits"].lower()
+    assert "gzip" in failed[f"{TRUNCATED}_drz.fits"]
+    assert (
+        f"s3://stpubdata/hst/public/trun/{TRUNCATED}/{TRUNCATED}_drz.fits"
+        in failed[f"{TRUNCATED}_drz.fits"]
+    )
     assert s["tiles"] == 8 and s["units"] == UNITS and s["units_computed"] == UNITS
     assert len(s["merkle_root"]) == 64 and int(s["merkle_root"], 16) >= 0
     assert reference["throttled"] == 4  # every injected 503 was met, and retried past
@@ -257,3 +262,28 @@ def test_reprocess_writes_a_new_model_version(reference, archive, lite1_weights)
     ]
     with pytest.raises(RunStateError, match="already holds model tf_efficientnet_lite1"):
         reprocess_catalogue(out, "tf_efficientnet_lite1", lite1_weights, progress=False)
+
+
+def test_retry_failed_after_repair_adds_only_the_new_tiles(reference, archive, hst_dir):
+    """The operator re-uploads the truncated object; ``retry_failed`` tiles and embeds only it."""
+    from catalog import Catalogue
+
+    out = reference["out"]
+    archive["client"].upload_file(
+        str(hst_dir / REPAIRED),
+        "stpubdata",
+        mast_key(TRUNCATED, "drz"),
+        ExtraArgs={"ACL": "public-read"},
+    )
+    s = run_pipeline([], out, retry_failed=True, workers=1, progress=False)
+    outcome = {x.source.rsplit("/", 1)[-1]: x for x in s.sources}
+    assert outcome[f"{TRUNCATED}_drz.fits"].status == "done"
+    assert outcome[f"{MISSING}_drz.fits"].status == "failed"
+    new_tiles = outcome[f"{TRUNCATED}_drz.fits"].tiles
+    assert new_tiles >= 1 and s.tiles == 8 + new_tiles
+    assert s.units_reused == UNITS and s.units_computed == s.units - UNITS >= 1
+    assert s.catalogue_version == 2
+    assert len(Catalogue.open(out).metadata()) == 8 + new_tiles
+    first = Catalogue.open(out, version=1)
+    assert len(first.metadata()) == 8
+    assert first.manifest["provenance"]["root"] == reference["summary"]["merkle_root"]
