@@ -57,3 +57,23 @@ def test_embed_unknown_model_is_a_clear_error(tile_store, capsys):
 def test_embed_missing_store_is_a_clear_error(tmp_path, capsys):
     assert main(["embed", "--store", str(tmp_path / "nothing"), "--in-process"]) == 1
     assert "nothing" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.grid
+def test_embed_on_the_grid(tmp_path, model: EmbeddingModel, capsys):
+    """The default path: units run on a LocalCluster worker process and are validated."""
+    from tests.conftest import write_synthetic_mosaic
+    from tiling import TileStore, TilingConfig
+
+    source = write_synthetic_mosaic(tmp_path / "g.fits", shape=(230, 230), n_sources=10)
+    store = TileStore.create(tmp_path / "tiles", TilingConfig(zooms=(1,), measure_sources=False))
+    store.add_mosaic(source)
+    argv = ["embed", "--store", store.uri, "--workers", "1", "--threads", "1", "--json"]
+    assert main(argv) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["mode"] == "grid" and summary["units_done"] == 1
+    ids, vectors, _ = EmbeddingStore(store, model.digest).read_all()
+    tile_ids, tiles = store.read_unit(store.units()[0].unit_key)
+    assert ids == tile_ids
+    np.testing.assert_allclose(vectors, embed_tiles(model, tiles), atol=1e-4)
