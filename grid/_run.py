@@ -147,6 +147,7 @@ class _Engine:
                 "replicas": {},
                 "accepted": None,
             }
+            self.save(rec)
         for r in rec["replicas"].values():
             if r["status"] == "running":  # a previous process stopped while it ran
                 r["status"] = "lost"
@@ -502,8 +503,8 @@ class _Engine:
                         rec["replicas"][rid]["reason"] = "timed out waiting for a worker"
                         self.report.replicas_lost += 1
                         self.save(rec)
-            if now - last_progress > self.cfg.idle_timeout:
-                logger.warning("no progress for %.0f s: stopping", self.cfg.idle_timeout)
+            if not self.names and now - last_progress > self.cfg.idle_timeout:
+                logger.warning("no worker for %.0f s: stopping", self.cfg.idle_timeout)
                 break
         for fut in list(self.futures):
             fut.cancel()

@@ -54,3 +54,31 @@ def test_status_counts_units_and_credit(local_run):
     (vol,) = status["volunteers"].values()
     assert vol["valid"] == 2 and vol["credit"] > 0
     json.dumps(status, default=str)
+
+
+def test_no_workers_stops_cleanly_then_resumes(tmp_path):
+    """All workers lost: the run waits, stops cleanly with the units pending, and resumes later."""
+    from distributed import Client, LocalCluster
+
+    from grid import UnitRecords
+    from grid._selftest import synthetic_tile_store
+    from tiling.storage import open_object_store
+
+    store = synthetic_tile_store(tmp_path, units=1, unit_size=1, seed=5)
+    config = GridConfig(min_quorum=1, idle_timeout=2)
+    with (
+        LocalCluster(n_workers=0, processes=True, dashboard_address=":0") as cluster,
+        Client(cluster) as client,
+    ):
+        stopped = run_units(store, client=client, config=config, progress=False)
+        assert (stopped.units_planned, stopped.units_accepted, stopped.units_failed) == (1, 0, 1)
+        assert "re-run the same command" in str(stopped)
+        root = open_object_store(store.uri).child(f"grid/{stopped.model_digest}")
+        (rec,) = UnitRecords(root).all()
+        assert rec["state"] == "pending"
+        assert all(r["status"] != "running" for r in rec["replicas"].values())
+
+        cluster.scale(1)
+        client.wait_for_workers(1, timeout=120)
+        resumed = run_units(store, client=client, config=config, progress=False)
+    assert (resumed.units_planned, resumed.units_accepted) == (1, 1)
