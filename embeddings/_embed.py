@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import numpy as np
@@ -139,7 +139,7 @@ def embed_tiles(
     tiles: np.ndarray,
     *,
     return_augmentations: bool = False,
-    progress: object | None = None,
+    progress: Callable[[int], object] | None = None,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Embed tiles into augmentation-invariant unit vectors.
 

@@ -291,13 +291,9 @@ def fetch_hub_file(model_name: str, source: str) -> Path:
         for filename in ("model.safetensors", "pytorch_model.bin"):
             try:
                 return Path(hf_hub_download(repo, filename, revision=revision or None))
-            except EntryNotFoundError as exc:
+            except EntryNotFoundError as exc:  # this file is not in the repo (or the cache)
                 last = exc
-                continue
-            except Exception as exc:
-                if "Entry" in type(exc).__name__ and "NotFound" in type(exc).__name__:
-                    last = exc
-                    continue
+            except Exception as exc:  # offline, unreachable, no such repo, access denied
                 last = exc
                 break
         msg = (
