@@ -5,10 +5,10 @@ from __future__ import annotations
 import shutil
 
 import pytest
-from tests._s3_support import mast_key
 
 from pipeline._sources import mast_uri, resolve_sources
 from pipeline.errors import SourceSpecError
+from tests._s3_support import mast_key
 
 
 def test_mast_uri():

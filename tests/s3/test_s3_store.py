@@ -7,8 +7,8 @@ import urllib.request
 import uuid
 
 import pytest
-from tests._s3_support import mast_key
 
+from tests._s3_support import mast_key
 from tiling._s3 import S3ObjectStore, S3Options, split_s3_uri
 from tiling.errors import StorageError, StoragePermissionError, StoreNotFoundError
 from tiling.storage import open_object_store
