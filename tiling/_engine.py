@@ -7,12 +7,10 @@ Tile origins are grouped into square blocks of ``block_size`` (about 1024) sourc
 zoom's stride, so each block holds whole tiles of every zoom; a block reads its pixels plus a
 ``halo`` (``(tile - stride) * zmax`` source pixels right and below) so overlapping tiles are
 whole. One Dask task per block (threaded scheduler, ``workers`` threads) reads its region
-(memory-mapped locally, ranged reads on S3), computes the footprint, and cuts, bins, stretches and
+(positioned reads locally, ranged reads on S3), computes the footprint, and cuts, bins, stretches and
 measures its tiles. Blocks are computed in windows of ``2 * workers`` and their tiles written in
 block order, so at most a window of blocks is in memory whatever the mosaic size, and the tile
-order (hence the work units) is deterministic. After each window the mapped pages read so far
-are released (``madvise(MADV_DONTNEED)``): they would otherwise count in the resident set and
-grow it with the mosaic, though the kernel could reclaim them.
+order (hence the work units) is deterministic.
 """
 
 from __future__ import annotations
@@ -291,9 +289,6 @@ class ImageCutter:
             results = dask.compute(*tasks, scheduler="threads", num_workers=self.config.workers)
             for result in results:
                 on_block(result)
-            self.reader.release()
-            if self.weights is not None:
-                self.weights.release()
             done += len(tasks)
             if progress is not None:
                 progress(done, len(blocks))

@@ -500,13 +500,23 @@ class TileStore:
                 write(tile)
             extended.extend(result.extended)
 
+        # One pass per zoom: only that zoom's unit buffer is in memory (reading the mosaic
+        # again costs little next to cutting it); tile order within a zoom is unchanged.
+        total = sum(len(cutter.blocks([z])) for z in zooms)
         with _progress(cfg.progress, f"tiling {src.name} HDU {plan.hdu}") as progress:
-            cutter.run(zooms, on_block, progress)
-            if cfg.centred_cutouts and extended:
-                for tile in cutter.centred(extended, seen):
-                    write(tile)
-        for w in writers.values():
-            w.flush()
+            finished = 0
+            for z in zooms:
+
+                def step(done: int, _total: int, offset: int = finished) -> None:
+                    if progress is not None:
+                        progress(offset + done, total)
+
+                cutter.run([z], on_block, step)
+                finished += len(cutter.blocks([z]))
+                if cfg.centred_cutouts:
+                    for tile in cutter.centred([e for e in extended if e[0] == z], seen):
+                        write(tile)
+                writers[z].flush()
         if not rows:
             msg = (
                 f"HDU {plan.hdu}: no tile reaches min_coverage={cfg.min_coverage} at any zoom "
