@@ -339,11 +339,6 @@ class PixelReader:
             view += self.bzero
         return out
 
-    def read_rows(self, rows: np.ndarray, x0: int = 0, x1: int | None = None) -> np.ndarray:
-        """Pixels of the given rows (sorted row indices) as float64, shape ``(len(rows), nx)``."""
-        x1 = self.shape[1] if x1 is None else x1
-        return np.stack([self.read(int(r), int(r) + 1, x0, x1)[0] for r in rows])
-
 
 # -- product structure --------------------------------------------------------------------------
 
