@@ -473,11 +473,12 @@ class Catalogue:
         ts = self._open_tile_store(uri)
         return TileCutout(np.asarray(ts.read(tile_id)), ts.tile_wcs(tile_id))
 
-    def verify(self, tile_id: str) -> Any:
-        """Check one tile's provenance (see :func:`catalog.provenance.verify_tile`)."""
+    def verify(self, tile_id: str, public_key: object | None = None) -> Any:
+        """Check one tile's provenance: re-hash its pixels and vector, prove its inclusion in the
+        signed Merkle root (see :func:`catalog.provenance.verify_tile`)."""
         from catalog.provenance import verify_tile
 
-        return verify_tile(self, tile_id)
+        return verify_tile(self, tile_id, public_key=public_key)
 
     # ------------------------------------------------------------------ searching
 
