@@ -134,6 +134,15 @@ class _Engine:
         }
         return self.names
 
+    def window(self) -> int:
+        """How many replicas may be in flight: twice the workers' threads, at least 4."""
+        try:
+            info = self.client.scheduler_info(n_workers=-1)["workers"]
+            threads = sum(int(w.get("nthreads", 1)) for w in info.values())
+        except Exception:
+            threads = 1
+        return max(4, 2 * threads)
+
     def save(self, rec: dict) -> None:
         self.records.put(rec)
 
@@ -476,8 +485,12 @@ class _Engine:
             if finished != done_before:
                 done_before, last_progress = finished, time.monotonic()
             self.refresh_workers()
+            window = self.window()
             for rec in pending:
-                self.plan(rec)
+                # start new units only while few are in flight, so that trust earned during the
+                # run (adaptive replication) applies to the units planned after it
+                if rec["replicas"] or len(self.futures) < window:
+                    self.plan(rec)
             if not self.futures:
                 if time.monotonic() - last_progress > self.cfg.idle_timeout:
                     logger.warning(

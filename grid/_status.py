@@ -92,7 +92,7 @@ def render_status(status: dict) -> None:
         cert = (
             "revoked"
             if s.get("revoked")
-            else (f"until {s['not_after'][:16]}" if "not_after" in s else "")
+            else (f"until {s['not_after'][:10]}" if "not_after" in s else "")
         )
         v.add_row(
             name,
