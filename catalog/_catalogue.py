@@ -728,9 +728,12 @@ class Catalogue:
                 q = x[start : start + batch]
                 s, ids = _index.search_index(self._index, q, kk, self.config)
                 own = ids == np.arange(start, start + len(q))[:, None]
-                for i in range(len(q)):
-                    others = s[i][~own[i] & (ids[i] >= 0)]
-                    sims[start + i] = others[min(k, len(others)) - 1] if len(others) else -1.0
+                others = np.where(own | (ids < 0), -np.inf, s.astype(np.float64))
+                others = -np.sort(-others, axis=1)  # descending; the tile itself last
+                count = (~own & (ids >= 0)).sum(axis=1)
+                col = np.clip(np.minimum(k, count) - 1, 0, kk - 1)
+                kth = others[np.arange(len(q)), col]
+                sims[start : start + len(q)] = np.where(count > 0, kth, -1.0)
             self._anomaly_cache[k] = 1.0 - sims
         return self._anomaly_cache[k]
 
