@@ -26,7 +26,7 @@ def clustered(n: int, d: int, *, seed: int = 0, clusters: int = 50) -> np.ndarra
 
 @pytest.fixture(scope="module")
 def data():
-    x = clustered(4000, 32)
+    x = clustered(2000, 32)
     rng = np.random.default_rng(1)
     q = normalise(x[rng.choice(len(x), 100, replace=False)] + 0.05 * rng.normal(size=(100, 32)))
     _, truth = exact_search(x, q, 10)
@@ -38,7 +38,7 @@ def data():
     [
         ("flat", CatalogConfig()),
         ("hnsw", CatalogConfig(hnsw_m=16, hnsw_ef_construction=40, hnsw_ef_search=128)),
-        ("ivfpq", CatalogConfig(ivf_nlist=32, ivf_nprobe=8, pq_m=8, refine_factor=8)),
+        ("ivfpq", CatalogConfig(ivf_nlist=16, ivf_nprobe=4, pq_m=8, refine_factor=8)),
     ],
 )
 def test_index_kinds_recall_and_round_trip(data, kind, config):
