@@ -61,7 +61,11 @@ def write_synthetic_mosaic(
     for _ in range(n_sources):
         x, y = rng.uniform(0, nx), rng.uniform(0, ny)
         flux, sigma = rng.uniform(0.5, 20.0), rng.uniform(1.0, 6.0)
-        data += flux * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * sigma**2)) / (2 * np.pi * sigma**2)
+        data += (
+            flux
+            * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * sigma**2))
+            / (2 * np.pi * sigma**2)
+        )
     wht = np.ones(shape, dtype="float32")
     if footprint_margin:
         m = footprint_margin
@@ -144,3 +148,14 @@ _S3_ENV = (
     "AWS_SESSION_TOKEN",
     "AWS_PROFILE",
 )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _operator_key_outside_home(tmp_path_factory):
+    """Commands that sign catalogues use a key made for this test session, never ~/.hubcat."""
+    if "HUBCAT_SIGNING_KEY" in os.environ:
+        yield
+        return
+    os.environ["HUBCAT_SIGNING_KEY"] = str(tmp_path_factory.mktemp("operator-key") / "hubcat.key")
+    yield
+    os.environ.pop("HUBCAT_SIGNING_KEY", None)

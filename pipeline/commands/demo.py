@@ -19,9 +19,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     parser.add_argument(
-        "--out", type=Path, default=Path("demo-catalogue"), help="catalogue folder (default: %(default)s)"
+        "--out",
+        type=Path,
+        default=Path("demo-catalogue"),
+        help="catalogue folder (default: %(default)s)",
     )
-    parser.add_argument("--workers", type=int, default=2, help="local worker processes (default: 2)")
+    parser.add_argument(
+        "--workers", type=int, default=2, help="local worker processes (default: 2)"
+    )
     parser.add_argument("-k", type=int, default=5, help="neighbours to show (default: 5)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(func=run_demo)
@@ -29,10 +34,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_demo(args: argparse.Namespace) -> int:
     from catalog import Catalogue
+    from pipeline._keys import operator_signing_key
     from pipeline.run import run_pipeline
     from pipeline.samples import SAMPLES, sample_paths
 
     sources = sample_paths()
+    signing_key = operator_signing_key()
     print("hubcat demo: real Hubble sample mosaics")
     for sample, path in zip(SAMPLES, sources, strict=True):
         print(f"  {path.name}: {sample.description}")
@@ -42,6 +49,7 @@ def run_demo(args: argparse.Namespace) -> int:
         zooms=(1, 2),
         stride=112,
         workers=args.workers,
+        signing_key=signing_key,
         progress=not args.no_progress,
     )
     print(summary.render())
@@ -52,8 +60,12 @@ def run_demo(args: argparse.Namespace) -> int:
     query = (zoom1 if len(zoom1) else meta).iloc[0]["tile_id"]
     result = cat.similar(query, k=min(args.k, len(meta)))
     print(f"\nNeighbours of tile {query} (the first row is the tile itself):")
-    cols = [c for c in ("tile_id", "similarity", "ra", "dec", "zoom", "filter") if c in result.colnames]
+    cols = [
+        c for c in ("tile_id", "similarity", "ra", "dec", "zoom", "filter") if c in result.colnames
+    ]
     result[cols].pprint(max_lines=-1, max_width=-1)
-    print(f"\nCatalogue written to {args.out}/  (open it with: from catalog import Catalogue; "
-          f"Catalogue.open({str(args.out)!r}))")
+    print(
+        f"\nCatalogue written to {args.out}/  (open it with: from catalog import Catalogue; "
+        f"Catalogue.open({str(args.out)!r}))"
+    )
     return 0 if summary.ok else 1

@@ -31,7 +31,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--endpoint-url", metavar="URL", help="S3 endpoint (default: AWS_ENDPOINT_URL)"
     )
     parser.add_argument(
-        "--signing-key", metavar="FILE", help="operator's Ed25519 key to sign the catalogue"
+        "--signing-key",
+        metavar="FILE",
+        help="operator's Ed25519 key to sign the catalogue (default: $HUBCAT_SIGNING_KEY or ~/.hubcat/hubcat.key, made on first use)",
     )
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -43,11 +45,9 @@ def run_reprocess(args: argparse.Namespace) -> int:
 
     if not args.verbose:
         logging.getLogger("distributed").setLevel(logging.ERROR)
-    signing_key = None
-    if args.signing_key:
-        from catalog.provenance import load_signing_key
+    from pipeline._keys import operator_signing_key
 
-        signing_key = load_signing_key(args.signing_key)
+    signing_key = operator_signing_key(args.signing_key)
     summary = reprocess_catalogue(
         args.catalogue,
         args.model,

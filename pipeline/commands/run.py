@@ -72,7 +72,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--unit-size", type=int, help="tiles per work unit")
     parser.add_argument(
-        "--signing-key", metavar="FILE", help="operator's Ed25519 key to sign the catalogue"
+        "--signing-key",
+        metavar="FILE",
+        help="operator's Ed25519 key to sign the catalogue (default: $HUBCAT_SIGNING_KEY or ~/.hubcat/hubcat.key, made on first use)",
     )
     parser.add_argument(
         "--retry-failed",
@@ -94,11 +96,9 @@ def run_command(args: argparse.Namespace) -> int:
     if not args.sources and not args.mast and not _has_plan(args.out):
         msg = "no SOURCE given and no earlier run recorded at --out; name FITS files, s3:// URIs or --mast ids"
         raise SourceSpecError(msg)
-    signing_key = None
-    if args.signing_key:
-        from catalog.provenance import load_signing_key
+    from pipeline._keys import operator_signing_key
 
-        signing_key = load_signing_key(args.signing_key)
+    signing_key = operator_signing_key(args.signing_key)
     summary = run_pipeline(
         args.sources,
         args.out,
