@@ -49,6 +49,9 @@ class GridConfig:
         ``distributed.scheduler.allowed-failures``: worker deaths a task survives.
     worker_ttl : str
         ``distributed.scheduler.worker-ttl``: a silent worker is removed after this time.
+    max_in_flight : int or None
+        Replicas of new units kept in flight at once (``None``: twice the workers' threads, at
+        least 4). Small windows let trust earned during a run apply to later units.
     flop_per_forward : float
         FLOP of one forward pass of the model on one 224x224 image, for credit (FLOP).
     seed : int
@@ -68,6 +71,7 @@ class GridConfig:
     threads_per_worker: int = 1
     allowed_failures: int = 10
     worker_ttl: str = "60s"
+    max_in_flight: int | None = None
     flop_per_forward: float = 0.77e9
     seed: int = 0
 
@@ -90,6 +94,8 @@ class GridConfig:
         for name in ("trust_after", "n_workers", "threads_per_worker", "allowed_failures"):
             if getattr(self, name) < (0 if name == "trust_after" else 1):
                 bad(name, "a positive integer")
+        if self.max_in_flight is not None and self.max_in_flight < 1:
+            bad("max_in_flight", "None or an integer >= 1")
         for name in ("replica_timeout", "idle_timeout", "flop_per_forward"):
             if getattr(self, name) <= 0:
                 bad(name, "a positive number")

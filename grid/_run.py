@@ -120,6 +120,7 @@ class _Engine:
         )
         self.names: dict[str, str] = {}
         self.accepted_keys: list[str] = []
+        self.streaks: dict[str, int] | None = None
 
     # -- bookkeeping --------------------------------------------------------------------
     def refresh_workers(self) -> dict[str, str]:
@@ -136,6 +137,8 @@ class _Engine:
 
     def window(self) -> int:
         """How many replicas may be in flight: twice the workers' threads, at least 4."""
+        if self.cfg.max_in_flight is not None:
+            return self.cfg.max_in_flight
         try:
             info = self.client.scheduler_info(n_workers=-1)["workers"]
             threads = sum(int(w.get("nthreads", 1)) for w in info.values())
@@ -178,7 +181,13 @@ class _Engine:
         return sum(r["status"] == "running" for r in rec["replicas"].values())
 
     def trusted(self, name: str) -> bool:
-        return self.quorum > 1 and self.ledger.streak(name) >= self.cfg.trust_after
+        if self.streaks is None:
+            self.streaks = {n: v.streak for n, v in self.ledger.summary().items()}
+        return self.quorum > 1 and self.streaks.get(name, 0) >= self.cfg.trust_after
+
+    def record_outcome(self, name: str, valid: bool) -> None:
+        if self.streaks is not None:
+            self.streaks[name] = self.streaks.get(name, 0) + 1 if valid else 0
 
     # -- submission ---------------------------------------------------------------------
     def submit(self, rec: dict, *, workers: list[str] | None, kind: str = "replica") -> None:
@@ -377,6 +386,7 @@ class _Engine:
         }
         credit = cobblestones(len(rec["tile_ids"]), self.cfg.flop_per_forward)
         for name in volunteers:
+            self.record_outcome(name, True)
             self.ledger.append(
                 name,
                 "valid",
@@ -403,6 +413,7 @@ class _Engine:
         self.report.replicas_invalid += 1
         name = rep["worker"]
         logger.warning("invalid result from %s: %s", name, text)
+        self.record_outcome(name, False)
         self.ledger.append(
             name, "invalid", unit=rec["unit_key"], reason=reason, model_digest=self.model.digest
         )

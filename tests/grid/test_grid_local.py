@@ -56,29 +56,44 @@ def test_status_counts_units_and_credit(local_run):
     json.dumps(status, default=str)
 
 
-def test_no_workers_stops_cleanly_then_resumes(tmp_path):
-    """All workers lost: the run waits, stops cleanly with the units pending, and resumes later."""
+def test_no_workers_stops_cleanly_then_resumes_with_adaptive_replication(tmp_path):
+    """All workers lost: the run stops cleanly with its units pending; it resumes when workers
+    come back, and volunteers that earned trust then get single replicas plus canaries."""
     from distributed import Client, LocalCluster
 
-    from grid import UnitRecords
+    from grid import CreditLedger, UnitRecords
     from grid._selftest import synthetic_tile_store
     from tiling.storage import open_object_store
 
-    store = synthetic_tile_store(tmp_path, units=1, unit_size=1, seed=5)
-    config = GridConfig(min_quorum=1, idle_timeout=2)
+    store = synthetic_tile_store(tmp_path, units=3, unit_size=1, seed=5)
+    config = GridConfig(
+        min_quorum=2,
+        idle_timeout=2,
+        trust_after=1,
+        spot_check_rate=0.0,
+        canary_rate=1.0,
+        max_in_flight=1,
+    )
     with (
         LocalCluster(n_workers=0, processes=True, dashboard_address=":0") as cluster,
         Client(cluster) as client,
     ):
         stopped = run_units(store, client=client, config=config, progress=False)
-        assert (stopped.units_planned, stopped.units_accepted, stopped.units_failed) == (1, 0, 1)
+        assert (stopped.units_planned, stopped.units_accepted, stopped.units_failed) == (3, 0, 3)
         assert "re-run the same command" in str(stopped)
         root = open_object_store(store.uri).child(f"grid/{stopped.model_digest}")
-        (rec,) = UnitRecords(root).all()
-        assert rec["state"] == "pending"
-        assert all(r["status"] != "running" for r in rec["replicas"].values())
+        assert [r["state"] for r in UnitRecords(root).all()] == ["pending"] * 3
 
-        cluster.scale(1)
-        client.wait_for_workers(1, timeout=120)
+        cluster.scale(2)
+        client.wait_for_workers(2, timeout=180)
         resumed = run_units(store, client=client, config=config, progress=False)
-    assert (resumed.units_planned, resumed.units_accepted) == (1, 1)
+    assert (resumed.units_planned, resumed.units_accepted, resumed.units_failed) == (3, 3, 0)
+    records = UnitRecords(root).all()
+    singles = [r for r in records if r["accepted"]["single"]]
+    assert len(singles) == 2  # the first unit made both volunteers trusted
+    assert all(len(r["accepted"]["volunteers"]) == 1 for r in singles)
+    assert resumed.canaries_run == 2 and not resumed.liars
+    # quorum 2, then a single replica twice, plus the canaries that finished before the run did
+    assert 4 <= resumed.replicas_run <= 6
+    ledger = CreditLedger(open_object_store(store.uri).child("grid/ledger"))
+    assert {e["event"] for e in ledger.entries()} == {"valid"}
