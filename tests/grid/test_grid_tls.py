@@ -117,7 +117,7 @@ def test_volunteer_certificate_cannot_act_as_client(grid, honest):
         require_encryption=True,
     )
     with pytest.raises(Exception):  # noqa: B017 - refused by the gate, however the client reports it
-        Client(grid["address"], security=sec, timeout=15).close()
+        Client(grid["address"], security=sec, timeout=5).close()
     log = (grid["root"] / "logs" / "scheduler.log").read_text()
     assert "refused 'register-client' from vol-client" in log
 
