@@ -177,6 +177,10 @@ class ImageCutter:
         n = math.ceil((axis_len - box) / step) + 1
         return np.arange(n, dtype=np.int64) * step
 
+    def grid_candidates(self, zoom: int) -> int:
+        """Number of grid tile origins at ``zoom`` (an upper bound on its grid tiles)."""
+        return len(self.origins(zoom, self.nx)) * len(self.origins(zoom, self.ny))
+
     def zooms_fitting(self) -> tuple[list[int], dict[int, str]]:
         """Zooms at which at least one whole box fits, and why the others are skipped."""
         ok, skipped = [], {}

@@ -4,7 +4,7 @@ Layout under the store's root (every key goes through :mod:`tiling.storage`)::
 
     zarr.json                               root group; attributes: tiling config, digest,
                                             augmentations, format version
-    tiles/<mosaic_id>/z<zoom>/              float32 (N, 224, 224), chunks (unit_size, 224, 224)
+    tiles/<mosaic_id>/z<zoom>/              float32 (N, 224, 224), chunks (min(unit_size, grid tiles), 224, 224)
     masks/<mosaic_id>/z<zoom>/              bool    (N, 224, 224), same chunks
     mosaics/<mosaic_id>.parquet             metadata table of the mosaic's tiles
     mosaics/<mosaic_id>.json                mosaic record; written LAST: a mosaic is visible,
@@ -137,18 +137,34 @@ class AddReport:
 
 
 class _ZoomWriter:
-    """Append tiles of one mosaic and zoom to Zarr, one whole chunk (work unit) at a time."""
+    """Append tiles of one mosaic and zoom to Zarr, one whole chunk (work unit) at a time.
 
-    def __init__(self, group, mosaic_id: str, zoom: int, config: TilingConfig) -> None:
+    ``capacity`` is an upper bound on the number of tiles this zoom can get (its grid
+    candidates), or None when unknown. Zarr stores every chunk at its full shape, so an array
+    of 81 tiles chunked by 256 would write (and pad with zeros) 256 tiles: 3x the bytes, and
+    the slowest step of tiling a small mosaic. When the bound is below ``unit_size`` the
+    array has ONE chunk of ``capacity`` tiles instead; the work units are unchanged (the
+    single unit 0 holds every tile either way), only the Zarr chunk shape is tighter.
+    """
+
+    def __init__(
+        self,
+        group,
+        mosaic_id: str,
+        zoom: int,
+        config: TilingConfig,
+        capacity: int | None = None,
+    ) -> None:
         import zarr
 
         t, u = config.tile_size, config.unit_size
         self.mosaic_id, self.zoom, self.unit_size = mosaic_id, zoom, u
+        chunk = u if capacity is None else max(1, min(u, capacity))
         self.tiles = zarr.create_array(
             group.store,
             name=f"tiles/{mosaic_id}/z{zoom}",
             shape=(0, t, t),
-            chunks=(u, t, t),
+            chunks=(chunk, t, t),
             dtype="float32",
             fill_value=0.0,
             compressors=None,  # stretched sky noise: zstd saves ~7 % for 5x the write time
@@ -158,7 +174,7 @@ class _ZoomWriter:
             group.store,
             name=f"masks/{mosaic_id}/z{zoom}",
             shape=(0, t, t),
-            chunks=(u, t, t),
+            chunks=(chunk, t, t),
             dtype="bool",
             fill_value=False,
             overwrite=True,
@@ -465,7 +481,16 @@ class TileStore:
             )
             raise SourceError(src.uri, msg)
         header = normalise_header(plan.header, plan.primary, name=src.name)
-        writers = {z: _ZoomWriter(self._group, mosaic_id, z, cfg) for z in zooms}
+        writers = {
+            z: _ZoomWriter(
+                self._group,
+                mosaic_id,
+                z,
+                cfg,
+                None if cfg.centred_cutouts else cutter.grid_candidates(z),
+            )
+            for z in zooms
+        }
         rows: list[dict] = []
         report = MosaicReport(src.uri, plan.hdu, mosaic_id, "added", skipped_zooms=skipped_zooms)
         totals = {"bad": 0, "dropped": dict.fromkeys(zooms, 0)}
