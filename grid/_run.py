@@ -22,6 +22,9 @@ __all__ = ["GridReport", "run_units"]
 
 logger = logging.getLogger("grid")
 
+#: The volunteer name recorded for units computed on a LocalCluster (the operator's machine).
+LOCAL_VOLUNTEER = "local"
+
 
 @dataclass
 class GridReport:
@@ -376,6 +379,10 @@ class _Engine:
                 self.invalid(rec, o, orep, "mismatch", "disagrees with the accepted result")
         vec = self.replica_vectors(rec, rid)
         volunteers = sorted({orep["worker"] for _, orep in group})
+        if self.local:
+            # Every process of a LocalCluster is the operator's own machine: one identity, so
+            # the provenance of a local run does not depend on which process took which unit.
+            volunteers = [LOCAL_VOLUNTEER]
         sha = self.emb.write(rec["unit_key"], rec["tile_ids"], vec, volunteers=volunteers)
         rec["state"] = "accepted"
         rec["accepted"] = {

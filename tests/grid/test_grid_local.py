@@ -36,7 +36,9 @@ def test_local_run_accepts_every_unit(local_run, capsys):
         _, tiles = store.read_unit(unit.unit_key)
         assert np.min(np.sum(got * embed_tiles(model, tiles), axis=1)) >= GridConfig().min_cosine
         rec = emb.record(unit.unit_key)
-        assert len(rec.volunteers) == 1  # the local worker that computed it
+        # whichever local process computed it, the operator's machine is one identity, so
+        # the provenance (and the Merkle root) of a local run does not depend on scheduling
+        assert list(rec.volunteers) == ["local"]
 
 
 def test_second_run_resumes_without_recomputing(local_run):
