@@ -15,6 +15,7 @@ order (hence the work units) is deterministic.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -53,9 +54,10 @@ class CutTile:
     y0: int
     kind: str
     coverage: float
-    pixels: np.ndarray  # float32 (T, T)
+    pixels: np.ndarray  # float32 (T, T), little-endian
     mask: np.ndarray  # bool (T, T)
     stats: dict = field(default_factory=dict)
+    sha256: str = ""  # of ``pixels``' bytes (hashed in the worker thread, not the writer)
 
 
 @dataclass
@@ -249,9 +251,10 @@ class ImageCutter:
         if coverage < cfg.min_coverage:
             return None
         binned, mask = bin_box(values, valid, zoom)
-        pixels = stretch(binned, self.params, mask)
+        pixels = np.ascontiguousarray(stretch(binned, self.params, mask), dtype="<f4")
+        digest = hashlib.sha256(pixels.data).hexdigest()
         if not cfg.measure_sources:
-            return CutTile(zoom, x0, y0, kind, coverage, pixels, mask, dict(NO_SOURCES))
+            return CutTile(zoom, x0, y0, kind, coverage, pixels, mask, dict(NO_SOURCES), digest)
         stats = source_stats(
             binned,
             mask,
@@ -261,7 +264,7 @@ class ImageCutter:
             npixels=cfg.detect_npixels,
             extended_sigma_arcsec=cfg.extended_sigma_arcsec,
         )
-        return CutTile(zoom, x0, y0, kind, coverage, pixels, mask, stats)
+        return CutTile(zoom, x0, y0, kind, coverage, pixels, mask, stats, digest)
 
     def cut_box(self, zoom: int, x0: int, y0: int, kind: str) -> CutTile | None:
         """Cut one tile at an arbitrary box origin (source-centred cutouts)."""

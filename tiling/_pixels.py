@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["StretchParams", "bin_box", "source_stats", "stretch"]
+__all__ = ["StretchParams", "bin_box", "clipped_stats", "source_stats", "stretch"]
 
 
 @dataclass(frozen=True)
@@ -57,13 +57,17 @@ def stretch(
     numpy.ndarray of float32, shape (H, W), in [0, 1]
     """
     span = params.hi - params.lo
-    v = (np.asarray(values, dtype=np.float64) - params.lo) / (span if span > 0 else 1.0)
+    # the same operations in the same order as the recorded formula, in place (one buffer)
+    v = np.subtract(np.asarray(values, dtype=np.float64), params.lo)
+    v /= span if span > 0 else 1.0
     np.clip(v, 0.0, 1.0, out=v)
-    out = np.arcsinh(v / params.a) / np.arcsinh(1.0 / params.a)
+    v /= params.a
+    np.arcsinh(v, out=v)
+    v /= np.arcsinh(1.0 / params.a)
     if mask is not None:
-        out[~mask] = 0.0
-    out = np.nan_to_num(out, nan=0.0, posinf=1.0, neginf=0.0)
-    return out.astype(np.float32)
+        v[~mask] = 0.0
+    np.nan_to_num(v, copy=False, nan=0.0, posinf=1.0, neginf=0.0)
+    return v.astype(np.float32)
 
 
 def bin_box(values: np.ndarray, valid: np.ndarray, zoom: int) -> tuple[np.ndarray, np.ndarray]:
@@ -96,6 +100,61 @@ def bin_box(values: np.ndarray, valid: np.ndarray, zoom: int) -> tuple[np.ndarra
     return binned, mask
 
 
+def _median(x: np.ndarray) -> float:
+    """``numpy.median`` of a finite 1-D array, bit for bit, without its overhead.
+
+    numpy averages the middle element(s) with a sum that starts from +0.0, so a median of
+    -0.0 comes out as 0.0; the ``0.0 +`` keeps that.
+    """
+    n = x.size
+    k = n // 2
+    if n % 2:
+        return float(0.0 + np.partition(x, k)[k])
+    part = np.partition(x, (k - 1, k))
+    return float((0.0 + part[k - 1] + part[k]) / 2.0)
+
+
+def _std(x: np.ndarray) -> float:
+    """``numpy.nanstd`` (ddof 0) of a finite 1-D array, bit for bit: same operations, same order."""
+    d = x - np.sum(x, keepdims=True) / x.size
+    return float(np.sqrt(np.sum(d * d) / x.size))
+
+
+def clipped_stats(values: np.ndarray, sigma: float, maxiters: int) -> tuple[float, float, float]:
+    """Sigma-clipped mean, median and standard deviation of finite values.
+
+    The same algorithm and arithmetic as ``astropy.stats.sigma_clipped_stats(values,
+    sigma=sigma, maxiters=maxiters)`` (median centre, population std, iterate until nothing is
+    clipped; astropy without bottleneck, whose ``nanmedian``/``nanstd`` are numpy's), so the
+    results are identical to the last bit, at about a third of the cost: it runs once per tile.
+
+    Parameters
+    ----------
+    values : numpy.ndarray of float64, shape (N,)
+        Finite values (N >= 1).
+    sigma : float
+        Clipping threshold in standard deviations (both sides).
+    maxiters : int
+        Maximum number of clipping iterations.
+
+    Returns
+    -------
+    mean, median, std : float
+    """
+    data = np.asarray(values, dtype=np.float64).ravel()
+    for _ in range(maxiters):
+        cen, std = _median(data), _std(data)
+        lo, hi = cen - std * sigma, cen + std * sigma
+        kept = data[(data >= lo) & (data <= hi)]
+        changed = data.size != kept.size
+        data = kept
+        if not changed or data.size == 0:
+            break
+    if data.size == 0:
+        return float("nan"), float("nan"), float("nan")
+    return float(np.mean(data)), _median(data), _std(data)
+
+
 def source_stats(
     binned: np.ndarray,
     mask: np.ndarray,
@@ -109,7 +168,8 @@ def source_stats(
     """Background and detected sources of one binned tile (photutils segmentation).
 
     The background and its noise are the sigma-clipped median and standard deviation of every
-    4th valid pixel (``[::2, ::2]``; astropy, 3 sigma, 5 iterations); sources are ``photutils.segmentation
+    4th valid pixel (``[::2, ::2]``; 3 sigma, 5 iterations, identical to astropy's
+    ``sigma_clipped_stats``: see :func:`clipped_stats`); sources are ``photutils.segmentation
     .detect_sources`` segments of at least ``npixels`` connected pixels ``nsigma`` above it.
     For each segment the flux (background-subtracted sum, in source units x source pixels) and
     the flux-weighted second-moment radius are computed with one ``bincount`` per moment.
@@ -135,7 +195,6 @@ def source_stats(
         ``brightest_x``/``brightest_y`` (tile pixels), ``has_extended`` (bool),
         ``extended_xy`` (list of (x, y) tile-pixel centroids of extended sources).
     """
-    from astropy.stats import sigma_clipped_stats
     from photutils.segmentation import detect_sources
 
     empty = {
@@ -152,7 +211,7 @@ def source_stats(
     good = binned[::2, ::2][mask[::2, ::2]]  # every 4th pixel: plenty for two numbers
     if good.size < max(16, npixels):
         return empty
-    _mean, median, std = sigma_clipped_stats(good, sigma=3.0, maxiters=5)
+    _mean, median, std = clipped_stats(good, 3.0, 5)
     empty["bkg_median"], empty["bkg_rms"] = float(median), float(std)
     if not np.isfinite(std) or std <= 0:
         return empty

@@ -511,7 +511,7 @@ class TileStore:
                     "x0": tile.x0,
                     "y0": tile.y0,
                     "coverage": tile.coverage,
-                    "tile_sha256": hashlib.sha256(tile.pixels.astype("<f4").tobytes()).hexdigest(),
+                    "tile_sha256": tile.sha256,
                     **tile.stats,
                 }
             )
