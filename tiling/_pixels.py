@@ -89,15 +89,56 @@ def bin_box(values: np.ndarray, valid: np.ndarray, zoom: int) -> tuple[np.ndarra
     mask : numpy.ndarray of bool, shape (T, T)
         Whether the block had at least one valid pixel.
     """
-    clean = np.where(valid, values, 0.0)
+    everywhere = bool(valid.all())
+    clean = values if everywhere else np.where(valid, values, 0.0)
     if zoom == 1:
         return clean, valid.copy()
     t = values.shape[0] // zoom
-    s = clean.reshape(t, zoom, t, zoom).sum(axis=(1, 3))
-    c = valid.reshape(t, zoom, t, zoom).sum(axis=(1, 3))
+    if t < 2 or zoom > _FAST_BIN_MAX:
+        s = np.ascontiguousarray(clean).reshape(t, zoom, t, zoom).sum(axis=(1, 3))
+    else:
+        s = _block_sums(clean, zoom, t)
+    if everywhere:
+        c = np.full((t, t), zoom * zoom, dtype=np.int64)
+    else:
+        c = _block_counts(valid, zoom, t)
     mask = c > 0
     binned = np.divide(s, c, out=np.zeros_like(s), where=mask)
     return binned, mask
+
+
+#: Largest zoom for which :func:`_block_sums` reproduces numpy's summation order (tested).
+_FAST_BIN_MAX = 6
+
+
+def _block_sums(clean: np.ndarray, zoom: int, t: int) -> np.ndarray:
+    """``clean.reshape(t, z, t, z).sum(axis=(1, 3))``, bit for bit, about 5x faster.
+
+    numpy's multi-axis reduction walks the input in memory order: for each source row of a
+    bin it adds the row's ``z`` values left to right, then adds that to the running total of
+    the bin, starting from 0. The same additions in the same order, done as ``z * z``
+    whole-array adds instead of one strided reduction; ``tests/tiling/test_pixels.py`` checks
+    equality against numpy (for ``z > 6`` or ``t < 2`` numpy groups differently, so
+    :func:`bin_box` calls it directly).
+    """
+    total = np.zeros((t, t))
+    for a in range(zoom):
+        rows = clean[a::zoom]
+        row = rows[:, 0::zoom] + rows[:, 1::zoom]
+        for b in range(2, zoom):
+            row += rows[:, b::zoom]
+        total += row
+    return total
+
+
+def _block_counts(valid: np.ndarray, zoom: int, t: int) -> np.ndarray:
+    """Valid pixels per ``zoom x zoom`` bin (integer sums: exact in any order)."""
+    c = np.zeros((t, t), dtype=np.int64)
+    for a in range(zoom):
+        rows = valid[a::zoom]
+        for b in range(zoom):
+            c += rows[:, b::zoom]
+    return c
 
 
 def _median(x: np.ndarray) -> float:

@@ -29,3 +29,27 @@ def test_clipped_stats_equal_astropy_bit_for_bit(name, values):
     got = clipped_stats(values, 3.0, 5)
     for w, g in zip(want, got, strict=True):
         assert np.float64(w).tobytes() == np.float64(g).tobytes(), (name, want, got)
+
+
+@pytest.mark.parametrize("zoom", [2, 3, 4, 5, 6, 7])
+@pytest.mark.parametrize("coverage", ["full", "partial"])
+def test_bin_box_sums_equal_numpy_reduction_bit_for_bit(zoom, coverage):
+    from tiling._pixels import bin_box
+
+    rng = np.random.default_rng(zoom)
+    t = 40
+    big = rng.normal(0.0, 1.0, (t * zoom + 9, t * zoom + 9))
+    big[rng.random(big.shape) < 0.2] = -0.0
+    big[::7] = np.round(big[::7], 1)  # ties and exact zeros
+    values = big[3 : 3 + t * zoom, 5 : 5 + t * zoom]  # a view, as cut from a block
+    valid = np.ones(values.shape, dtype=bool)
+    if coverage == "partial":
+        valid = rng.random(values.shape) > 0.3
+        values = np.where(valid, values, np.nan)
+    clean = np.where(valid, values, 0.0)
+    s = clean.reshape(t, zoom, t, zoom).sum(axis=(1, 3))
+    c = valid.reshape(t, zoom, t, zoom).sum(axis=(1, 3))
+    want = np.divide(s, c, out=np.zeros_like(s), where=c > 0)
+    binned, mask = bin_box(values, valid, zoom)
+    assert binned.tobytes() == want.tobytes()
+    np.testing.assert_array_equal(mask, c > 0)
