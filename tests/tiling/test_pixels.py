@@ -53,3 +53,26 @@ def test_bin_box_sums_equal_numpy_reduction_bit_for_bit(zoom, coverage):
     binned, mask = bin_box(values, valid, zoom)
     assert binned.tobytes() == want.tobytes()
     np.testing.assert_array_equal(mask, c > 0)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_detect_segments_equal_photutils_label_for_label(seed):
+    from photutils.segmentation import detect_sources
+
+    from tiling._pixels import detect_segments
+
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:120, 0:130]
+    data = rng.normal(0.0, 1.0, yy.shape)
+    for _ in range(25):
+        x0, y0, s = rng.uniform(0, 130), rng.uniform(0, 120), rng.uniform(0.5, 6.0)
+        data += rng.uniform(2, 40) * np.exp(-((xx - x0) ** 2 + (yy - y0) ** 2) / (2 * s * s))
+    valid = np.ones(data.shape, dtype=bool)
+    if seed % 2:
+        valid[:, :20] = False
+        valid[rng.random(data.shape) < 0.02] = False
+    want = detect_sources(data, 3.0, 5, mask=~valid)
+    got = detect_segments(data, 3.0, 5, valid)
+    assert want is not None and got is not None
+    np.testing.assert_array_equal(got, want.data)
+    assert detect_segments(data, 1e9, 5, valid) is None
