@@ -8,9 +8,10 @@ zoom's stride, so each block holds whole tiles of every zoom; a block reads its 
 ``halo`` (``(tile - stride) * zmax`` source pixels right and below) so overlapping tiles are
 whole. One Dask task per block (threaded scheduler, ``workers`` threads) reads its region
 (positioned reads locally, ranged reads on S3), computes the footprint, and cuts, bins, stretches and
-measures its tiles. Blocks are computed in windows of ``2 * workers`` and their tiles written in
-block order, so at most a window of blocks is in memory whatever the mosaic size, and the tile
-order (hence the work units) is deterministic.
+measures its tiles. Blocks are computed in windows of ``2 * workers`` (the next window is cut
+while the previous one's tiles are written) and their tiles written in block order, so at most
+two windows of blocks are in memory whatever the mosaic size, and the tile order (hence the
+work units) is deterministic.
 """
 
 from __future__ import annotations
@@ -282,23 +283,37 @@ class ImageCutter:
         on_block: Callable[[_BlockResult], None],
         progress: Callable[[int, int], None] | None = None,
     ) -> None:
-        """Cut every block with Dask (threads) and hand each result to ``on_block`` in order."""
+        """Cut every block with Dask (threads) and hand each result to ``on_block`` in order.
+
+        Blocks are computed in windows of ``2 * workers``; while the caller's ``on_block``
+        handles one window's tiles (appending, and writing full units to Zarr, in this
+        thread), the next window is already being cut, so the writes do not leave the
+        cutting threads idle. At most two windows of block results are in memory.
+        """
+        from concurrent.futures import ThreadPoolExecutor
+
         import dask
 
         blocks = self.blocks(zooms)
         window = 2 * self.config.workers
+        windows = [blocks[i : i + window] for i in range(0, len(blocks), window)]
+
+        def compute(part: list[tuple[int, int]]) -> tuple[_BlockResult, ...]:
+            tasks = [dask.delayed(self.cut_block, pure=False)(by, bx, zooms) for by, bx in part]
+            return dask.compute(*tasks, scheduler="threads", num_workers=self.config.workers)
+
         done = 0
-        for start in range(0, len(blocks), window):
-            tasks = [
-                dask.delayed(self.cut_block, pure=False)(by, bx, zooms)
-                for by, bx in blocks[start : start + window]
-            ]
-            results = dask.compute(*tasks, scheduler="threads", num_workers=self.config.workers)
-            for result in results:
-                on_block(result)
-            done += len(tasks)
-            if progress is not None:
-                progress(done, len(blocks))
+        with ThreadPoolExecutor(1, thread_name_prefix="hubcat-cut") as ahead:
+            pending = ahead.submit(compute, windows[0]) if windows else None
+            for k in range(len(windows)):
+                results = pending.result()
+                if k + 1 < len(windows):
+                    pending = ahead.submit(compute, windows[k + 1])
+                for result in results:
+                    on_block(result)
+                done += len(results)
+                if progress is not None:
+                    progress(done, len(blocks))
 
     def centred(
         self, centroids: list[tuple[int, float, float]], seen: set[tuple[int, int, int]]
