@@ -179,24 +179,37 @@ class _ZoomWriter:
             fill_value=False,
             overwrite=True,
         )
-        self.buffer: list[tuple[str, np.ndarray, np.ndarray]] = []
+        # One unit of tiles and masks, filled in place (no list of tiles to stack at flush
+        # time: half the peak memory), allocated on the first tile, dropped by ``close``.
+        self._shape = (chunk if capacity is not None else u, t, t)
+        self._pixels: np.ndarray | None = None
+        self._masks: np.ndarray | None = None
+        self._ids: list[str] = []
         self.count = 0
         self.units: list[dict] = []
 
     def append(self, tile_id: str, pixels: np.ndarray, mask: np.ndarray) -> tuple[str, int]:
-        index = self.count + len(self.buffer)
-        self.buffer.append((tile_id, pixels, mask))
+        if self._pixels is None:
+            self._pixels = np.empty(self._shape, dtype="<f4")
+            self._masks = np.empty(self._shape, dtype=bool)
+        n = len(self._ids)
+        if n == self._pixels.shape[0]:  # more tiles than the bound (cannot happen: defensive)
+            self._pixels = np.concatenate([self._pixels, np.empty_like(self._pixels)])
+            self._masks = np.concatenate([self._masks, np.empty_like(self._masks)])
+        index = self.count + n
+        self._pixels[n] = pixels
+        self._masks[n] = mask
+        self._ids.append(tile_id)
         unit_key = f"{self.mosaic_id}/z{self.zoom}/{index // self.unit_size}"
-        if len(self.buffer) == self.unit_size:
+        if len(self._ids) == self.unit_size:
             self.flush()
         return unit_key, index
 
     def flush(self) -> None:
-        if not self.buffer:
+        n = len(self._ids)
+        if not n:
             return
-        n = len(self.buffer)
-        pixels = np.ascontiguousarray(np.stack([b[1] for b in self.buffer]), dtype="<f4")
-        masks = np.stack([b[2] for b in self.buffer])
+        pixels, masks = self._pixels[:n], self._masks[:n]
         start = self.count
         t = pixels.shape[1]
         self.tiles.resize((start + n, t, t))
@@ -210,12 +223,17 @@ class _ZoomWriter:
                 "mosaic_id": self.mosaic_id,
                 "zoom": self.zoom,
                 "chunk": chunk,
-                "tile_ids": [b[0] for b in self.buffer],
-                "sha256": hashlib.sha256(pixels.tobytes()).hexdigest(),
+                "tile_ids": list(self._ids),
+                "sha256": hashlib.sha256(pixels.data).hexdigest(),
             }
         )
         self.count += n
-        self.buffer = []
+        self._ids = []
+
+    def close(self) -> None:
+        """Write the last (partial) unit and release the buffer."""
+        self.flush()
+        self._pixels = self._masks = None
 
 
 class TileStore:
@@ -541,7 +559,7 @@ class TileStore:
                 if cfg.centred_cutouts:
                     for tile in cutter.centred([e for e in extended if e[0] == z], seen):
                         write(tile)
-                writers[z].flush()
+                writers[z].close()
         if not rows:
             msg = (
                 f"HDU {plan.hdu}: no tile reaches min_coverage={cfg.min_coverage} at any zoom "
