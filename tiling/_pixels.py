@@ -73,7 +73,8 @@ def stretch(
     v /= np.arcsinh(1.0 / params.a)
     if mask is not None:
         v[~mask] = 0.0
-    np.nan_to_num(v, copy=False, nan=0.0, posinf=1.0, neginf=0.0)
+    if not np.isfinite(v).all():  # only unmasked NaN can be left (clip bounds the rest)
+        np.nan_to_num(v, copy=False, nan=0.0, posinf=1.0, neginf=0.0)
     return v.astype(np.float32)
 
 

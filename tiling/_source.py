@@ -324,8 +324,9 @@ class PixelReader:
     def read(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
         """Pixels ``[y0:y1, x0:x1]`` as float64; rows/columns outside the image are NaN."""
         ny, nx = self.shape
-        out = np.full((y1 - y0, x1 - x0), np.nan)
         cy0, cy1, cx0, cx1 = max(y0, 0), min(y1, ny), max(x0, 0), min(x1, nx)
+        inside = (cy0, cy1, cx0, cx1) == (y0, y1, x0, x1)
+        out = np.empty((y1 - y0, x1 - x0)) if inside else np.full((y1 - y0, x1 - x0), np.nan)
         if cy0 >= cy1 or cx0 >= cx1:
             return out
         view = out[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0]
