@@ -17,11 +17,13 @@ Measured on the 2-core development machine (shared with other jobs: during these
 threads of pure ``numpy.arcsinh`` got no speed-up over one, i.e. about one core was free), full
 run, 2048^2 mosaic, page cache warm:
 
-* throughput, zooms 1,2,4 with source statistics: 5.1 Mpx/s, 7.5 ms per tile (109 tiles),
-  against a 553 Mpx/s read: ratio 0.009. Zoom 1 only: 9.2 Mpx/s (0.017, 5.6 ms per tile);
-  zooms 1,2,4 without source statistics (``measure_sources=False``, a recorded parameter):
-  8.6 Mpx/s (0.016, 4.5 ms per tile). Before the batching work, measured back to back with
-  the same script: 2.4 Mpx/s (16 ms per tile), 4.9 Mpx/s and 2.8 Mpx/s (14 ms per tile).
+* throughput, zooms 1,2,4 with source statistics: 5.1-6.6 Mpx/s, 5.9-7.5 ms per tile (109
+  tiles), against a 550-580 Mpx/s read: ratio 0.009-0.011. Zoom 1 only: 8.2-9.2 Mpx/s
+  (0.014-0.017, 5.6-6.3 ms per tile); zooms 1,2,4 without source statistics
+  (``measure_sources=False``, a recorded parameter): 8.6-10.2 Mpx/s (0.016-0.018, 3.8-4.5 ms
+  per tile). Ranges are two full runs. Before the batching work, measured back to back with
+  the same script under the same load: 2.4 Mpx/s (16 ms per tile), 4.9 Mpx/s (10.5 ms) and
+  2.8 Mpx/s (14 ms); an earlier full run on a busier machine had 0.63 / 2.3 / 1.4 Mpx/s.
   The gains: Zarr chunks no larger than a zoom's grid (an 81-tile zoom used to write a
   zero-padded 256-tile chunk, 3x the bytes: about half of the old time), binning by whole-array
   adds in numpy's own summation order, sigma clipping and segmentation without the
@@ -33,21 +35,21 @@ run, 2048^2 mosaic, page cache warm:
   ``throughput ceiling`` figure measures: the two per-pixel steps no tiling can drop, the
   sha256 of the file (SCI + WHT: 8 bytes per pixel; the content hash tile ids derive from)
   and the recorded float64 ``asinh`` stretch of 1.31 output pixels per source pixel (zooms
-  1, 2, 4), run alone on one thread, already reach only 47 Mpx/s, ratio 0.084 (0.17 with
+  1, 2, 4), run alone on one thread, already reach only 47 Mpx/s, ratio 0.08 (0.16 with
   two perfectly parallel cores). The baseline reads float32 pages that are already in
   memory at memory speed (~2 GB/s); ``numpy.arcsinh`` alone runs at ~30-60 Mpx/s per core.
-  The rest of the 7.5 ms per tile is the per-tile source statistics (~2 ms: five sigma-clip
-  iterations, labelling, moments), reading and converting SCI and WHT to float64 with the
+  The rest of the 6-7 ms per tile is the per-tile source statistics (~1.5 ms: sigma
+  clipping, labelling, moments), reading and converting SCI and WHT to float64 with the
   footprint (~1 ms), binning, the Zarr writes (1.31 x 5 bytes per source pixel) and the
   tile and unit hashes.
-* peak RSS: 300 MiB (2k), 451 MiB (8k), 462 MiB (16k, a 2 GiB file, 7021 tiles in 51 s):
+* peak RSS: 300 MiB (2k), 450 MiB (8k), 462 MiB (16k, a 2 GiB file, 7021 tiles in 43-51 s):
   flat from 8k on (previously 409 / 514 / 515 MiB; the unit buffer is now filled in place
   instead of stacked from a list). The rise from 2k is the one unit buffer (``unit_size``
   tiles of one zoom, 64 MiB at 256) filling up, bounded whatever the mosaic size. With
   ``numpy.memmap`` reads the peak was 2 GiB at 16k (mapped pages count in RSS), hence
   positioned reads (see ``tiling._source.PixelReader``).
 * augmentations applied on read: 8 views of an 81-tile unit cost about as much as reading
-  and verifying the unit (x1.2), against storing 8x the bytes if materialised.
+  and verifying the unit (x0.9-1.3), against storing 8x the bytes if materialised.
 """
 
 from __future__ import annotations
