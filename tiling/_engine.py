@@ -159,7 +159,7 @@ class ImageCutter:
             )
             raise SourceError(self.src.uri, msg)
         self.valid_sampled = int(good.size)
-        lo, hi = np.percentile(good, cfg.stretch_percentiles)
+        lo, hi = np.percentile(good, cfg.stretch_percentiles, overwrite_input=True)  # our copy
         self.params = StretchParams(float(lo), float(hi), float(cfg.asinh_a))
         return self.params
 
