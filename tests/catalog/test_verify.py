@@ -20,6 +20,7 @@ import pytest
 
 from catalog import provenance as pv
 from pipeline.cli import main as hubcat
+from tests._notebooks import assert_outputs_stripped, run_notebook
 
 
 @pytest.fixture(scope="module")
@@ -347,28 +348,21 @@ def test_keygen_cli(tmp_path, capsys):
 
 # --------------------------------------------------------------------------- the notebook
 
-NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "provenance.ipynb"
+NOTEBOOK = "provenance.ipynb"
+
+
+def test_provenance_notebook_outputs_are_stripped():
+    assert_outputs_stripped(NOTEBOOK)
 
 
 @pytest.mark.notebook
 @pytest.mark.slow
 def test_provenance_notebook_runs(signed, tmp_path, monkeypatch):
     """notebooks/provenance.ipynb, top to bottom, on the signed catalogue."""
-    import nbformat
-    from nbclient import NotebookClient
-
     cat_dir, _tiles, _key, keys = signed
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), "strip outputs"
     monkeypatch.setenv("HUBCAT_CATALOGUE", str(cat_dir))
     monkeypatch.setenv("HUBCAT_PUBLIC_KEY", str(keys / "hubcat.key.pub"))
-    client = NotebookClient(
-        nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
-    )
-    client.execute()
-    text = "\n".join(
-        out.get("text", "") for c in nb.cells if c.cell_type == "code" for out in c.outputs
-    )
+    text = run_notebook(NOTEBOOK, tmp_path)
     assert "inclusion proof of tile" in text
     assert "pixels    True" in text and "embedding True" in text
     assert "lead to the signed root: True" in text
