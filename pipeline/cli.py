@@ -52,6 +52,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Dask sets its own loggers to INFO; they propagate here, so filter on the handler too.
     for handler in logging.root.handlers:
         handler.setLevel(level)
+    if not args.verbose:  # a local cluster's scheduler and nannies log their shutdown chatter
+        logging.getLogger("distributed").setLevel(logging.ERROR)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -280,7 +280,7 @@ def _run(
     retry_failed,
     progress,
 ) -> RunSummary:
-    from embeddings import EmbeddingStore, load_model
+    from embeddings import load_model
     from tiling import TileStore, TilingConfig
 
     started = now()
@@ -339,38 +339,22 @@ def _run(
     summary.tiles_added = sum(s.tiles for s in summary.done)
 
     # ---------------------------------------------------------------- embedding
-    t0 = time.perf_counter()
-    units = tile_store.units()
-    summary.tiles = len(tile_store.metadata())
-    summary.units = len(units)
-    embedding_store = EmbeddingStore(tile_store.uri, emb_model)
-    todo = [u for u in units if not embedding_store.has(u.unit_key)]
-    summary.units_reused = len(units) - len(todo)
-    stages.print(
-        f"embedding: {len(units)} units, {summary.units_reused} already done (not recomputed), "
-        f"{len(todo)} to run"
+    embedding_store = _embed_stage(
+        summary,
+        tile_store,
+        emb_model,
+        model,
+        weights,
+        lambda n, reused, todo: (
+            f"embedding: {n} units, {reused} already done (not recomputed), {todo} to run"
+        ),
+        stages=stages,
+        scheduler=scheduler,
+        client=client,
+        grid_config=grid_config,
+        workers=workers,
+        progress=progress,
     )
-    if todo:
-        report = _embed(
-            tile_store,
-            model,
-            weights,
-            scheduler=scheduler,
-            client=client,
-            grid_config=grid_config,
-            workers=workers,
-            progress=progress,
-        )
-        summary.dashboard = report.dashboard or None
-        done_now = {u.unit_key for u in todo if embedding_store.has(u.unit_key)}
-        summary.units_computed = len(done_now)
-        failed = [u for u in todo if u.unit_key not in done_now]
-        summary.units_failed = len(failed)
-        summary.unit_failures = [
-            {"unit_key": u.unit_key, "reason": _unit_reason(tile_store, emb_model, u.unit_key)}
-            for u in failed
-        ]
-    summary.stage_seconds["embedding"] = time.perf_counter() - t0
 
     # ---------------------------------------------------------------- catalogue
     t0 = time.perf_counter()
@@ -498,7 +482,7 @@ def _reprocess(
     import json
 
     from catalog import Catalogue
-    from embeddings import EmbeddingStore, load_model
+    from embeddings import load_model
     from pipeline.errors import RunStateError
     from tiling import TileStore
 
@@ -534,38 +518,23 @@ def _reprocess(
     tile_store = TileStore.open(store_uri)
     summary.stage_seconds["tiling"] = 0.0  # tiles are not re-cut
 
-    t0 = time.perf_counter()
-    units = tile_store.units()
-    summary.tiles = len(tile_store.metadata())
-    summary.units = len(units)
-    embedding_store = EmbeddingStore(tile_store.uri, new_model)
-    todo = [u for u in units if not embedding_store.has(u.unit_key)]
-    summary.units_reused = len(units) - len(todo)
-    stages.print(
-        f"reprocess with {new_model.name}: {len(units)} units of {tile_store.uri}, "
-        f"{summary.units_reused} already embedded with it"
+    embedding_store = _embed_stage(
+        summary,
+        tile_store,
+        new_model,
+        model,
+        weights,
+        lambda n, reused, todo: (
+            f"reprocess with {new_model.name}: {n} units of {tile_store.uri}, "
+            f"{reused} already embedded with it"
+        ),
+        stages=stages,
+        scheduler=scheduler,
+        client=client,
+        grid_config=grid_config,
+        workers=workers,
+        progress=progress,
     )
-    if todo:
-        report = _embed(
-            tile_store,
-            model,
-            weights,
-            scheduler=scheduler,
-            client=client,
-            grid_config=grid_config,
-            workers=workers,
-            progress=progress,
-        )
-        summary.dashboard = report.dashboard or None
-        done_now = {u.unit_key for u in todo if embedding_store.has(u.unit_key)}
-        summary.units_computed = len(done_now)
-        failed = [u for u in todo if u.unit_key not in done_now]
-        summary.units_failed = len(failed)
-        summary.unit_failures = [
-            {"unit_key": u.unit_key, "reason": _unit_reason(tile_store, new_model, u.unit_key)}
-            for u in failed
-        ]
-    summary.stage_seconds["embedding"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     if summary.units_reused + summary.units_computed:
@@ -655,6 +624,39 @@ def _unit_reason(tile_store, emb_model, unit_key: str) -> str:
     return f"{rec.get('state', 'pending')}: " + (
         "; ".join(reasons) or "no quorum of agreeing results"
     )
+
+
+def _embed_stage(
+    summary, tile_store, emb_model, model, weights, describe, *, stages, **grid_options
+):
+    """Embed the units of ``tile_store`` not yet in its embedding store; fill ``summary``.
+
+    ``describe(units, reused, to_run)`` gives the line printed before the stage starts.
+    Returns the :class:`embeddings.EmbeddingStore` of ``emb_model``.
+    """
+    from embeddings import EmbeddingStore
+
+    t0 = time.perf_counter()
+    units = tile_store.units()
+    summary.tiles = len(tile_store.metadata())
+    summary.units = len(units)
+    embedding_store = EmbeddingStore(tile_store.uri, emb_model)
+    todo = [u for u in units if not embedding_store.has(u.unit_key)]
+    summary.units_reused = len(units) - len(todo)
+    stages.print(describe(len(units), summary.units_reused, len(todo)))
+    if todo:
+        report = _embed(tile_store, model, weights, **grid_options)
+        summary.dashboard = report.dashboard or None
+        done_now = {u.unit_key for u in todo if embedding_store.has(u.unit_key)}
+        summary.units_computed = len(done_now)
+        failed = [u for u in todo if u.unit_key not in done_now]
+        summary.units_failed = len(failed)
+        summary.unit_failures = [
+            {"unit_key": u.unit_key, "reason": _unit_reason(tile_store, emb_model, u.unit_key)}
+            for u in failed
+        ]
+    summary.stage_seconds["embedding"] = time.perf_counter() - t0
+    return embedding_store
 
 
 def _embed(tile_store, model, weights, *, scheduler, client, grid_config, workers, progress):
