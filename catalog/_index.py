@@ -1,7 +1,8 @@
 """The catalogue's FAISS vector index: inner product on L2-normalised float32 vectors.
 
-Three kinds (:data:`catalog._config.INDEX_KINDS`): ``flat`` (exact), ``hnsw`` (graph) and ``ivfpq``
-(inverted lists of product-quantised codes, re-ranked exactly on the full vectors). Which one a
+Four kinds (:data:`catalog._config.INDEX_KINDS`): ``flat`` (exact), ``ivfflat`` (inverted lists of
+full vectors: k-means cells, only the ``nprobe`` nearest cells are scanned), ``hnsw`` (graph) and
+``ivfpq`` (inverted lists of product-quantised codes, re-ranked exactly on the full vectors). Which one a
 catalogue uses depends on its size (:meth:`catalog.CatalogConfig.index_kind`) and is recorded in
 the manifest together with every parameter.
 """
@@ -65,7 +66,35 @@ def normalise(vectors: np.ndarray, *, what: str = "vectors") -> np.ndarray:
 def _nlist(n: int, config: CatalogConfig) -> int:
     if config.ivf_nlist is not None:
         return int(config.ivf_nlist)
-    return max(16, 2 ** round(math.log2(4 * math.sqrt(max(n, 1)))))
+    return max(16, 2 ** round(math.log2(config.ivf_nlist_factor * math.sqrt(max(n, 1)))))
+
+
+def _ivf(vectors: np.ndarray, config: CatalogConfig, kind: str) -> faiss.Index:
+    """An untrained-then-trained IVF index (``ivfflat`` or ``ivfpq``) for ``vectors``."""
+    n, d = vectors.shape
+    nlist = _nlist(n, config)
+    if kind == "ivfpq" and d % config.pq_m:
+        msg = f"pq_m={config.pq_m} does not divide the vector dimension {d}; choose a divisor"
+        raise CatalogError(msg)
+    if n < 39 * nlist:
+        msg = (
+            f"an {kind} index with {nlist} cells needs at least {39 * nlist} vectors to train; "
+            f"got {n}. Use the exact index (raise CatalogConfig.exact_max) or set ivf_nlist"
+        )
+        raise CatalogError(msg)
+    spec = f"IVF{nlist},Flat" if kind == "ivfflat" else f"IVF{nlist},PQ{config.pq_m}np,RFlat"
+    index = faiss.index_factory(d, spec, faiss.METRIC_INNER_PRODUCT)
+    ivf = faiss.extract_index_ivf(index)
+    ivf.cp.niter = config.kmeans_iter
+    ivf.cp.seed = config.seed
+    rng = np.random.default_rng(config.seed)
+    take = min(n, config.train_size)
+    sample = vectors[np.sort(rng.choice(n, size=take, replace=False))] if take < n else vectors
+    ivf.nprobe = config.ivf_nprobe
+    if kind == "ivfpq":
+        index.k_factor = float(config.refine_factor)
+    index.train(sample)
+    return index
 
 
 def build_index(vectors: np.ndarray, config: CatalogConfig, kind: str | None = None) -> faiss.Index:
@@ -77,11 +106,16 @@ def build_index(vectors: np.ndarray, config: CatalogConfig, kind: str | None = N
         Already L2-normalised rows (see :func:`normalise`).
     config : CatalogConfig
     kind : str, optional
-        ``"flat"``, ``"hnsw"`` or ``"ivfpq"``; default ``config.index_kind(N)``.
+        ``"flat"``, ``"ivfflat"``, ``"hnsw"`` or ``"ivfpq"``; default ``config.index_kind(N)``.
 
     Returns
     -------
     faiss.Index
+
+    Raises
+    ------
+    CatalogError
+        Unknown kind, too few vectors to train the IVF cells, or ``pq_m`` not dividing D.
     """
     n, d = vectors.shape
     kind = kind or config.index_kind(n)
@@ -91,28 +125,10 @@ def build_index(vectors: np.ndarray, config: CatalogConfig, kind: str | None = N
         index = faiss.IndexHNSWFlat(d, config.hnsw_m, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efConstruction = config.hnsw_ef_construction
         index.hnsw.efSearch = config.hnsw_ef_search
-    elif kind == "ivfpq":
-        nlist = _nlist(n, config)
-        if d % config.pq_m:
-            msg = f"pq_m={config.pq_m} does not divide the vector dimension {d}; choose a divisor"
-            raise CatalogError(msg)
-        if n < 39 * nlist:
-            msg = (
-                f"an IVF-PQ index with {nlist} cells needs at least {39 * nlist} vectors to train; "
-                f"got {n}. Use the exact index (raise CatalogConfig.exact_max) or set ivf_nlist"
-            )
-            raise CatalogError(msg)
-        index = faiss.index_factory(
-            d, f"IVF{nlist},PQ{config.pq_m}np,RFlat", faiss.METRIC_INNER_PRODUCT
-        )
-        rng = np.random.default_rng(config.seed)
-        take = min(n, config.train_size)
-        sample = vectors[np.sort(rng.choice(n, size=take, replace=False))] if take < n else vectors
-        faiss.ParameterSpace().set_index_parameter(index, "nprobe", config.ivf_nprobe)
-        index.k_factor = float(config.refine_factor)
-        index.train(sample)
+    elif kind in ("ivfflat", "ivfpq"):
+        index = _ivf(vectors, config, kind)
     else:
-        msg = f"unknown index kind {kind!r}; expected one of flat, hnsw, ivfpq"
+        msg = f"unknown index kind {kind!r}; expected one of flat, ivfflat, hnsw, ivfpq"
         raise CatalogError(msg)
     if n:
         index.add(vectors)
@@ -120,9 +136,11 @@ def build_index(vectors: np.ndarray, config: CatalogConfig, kind: str | None = N
 
 
 def index_kind_of(index: faiss.Index) -> str:
-    """Kind name (``flat``/``hnsw``/``ivfpq``) of a deserialised index."""
+    """Kind name (``flat``/``ivfflat``/``hnsw``/``ivfpq``) of a deserialised index."""
     if isinstance(index, faiss.IndexFlat):
         return "flat"
+    if isinstance(index, faiss.IndexIVFFlat):
+        return "ivfflat"
     if isinstance(index, faiss.IndexHNSW):
         return "hnsw"
     if isinstance(index, faiss.IndexRefine):
@@ -147,6 +165,15 @@ def describe_index(index: faiss.Index, config: CatalogConfig) -> dict:
             "efSearch": config.hnsw_ef_search,
         }
         out["faiss"] = f"HNSW{config.hnsw_m},Flat"
+    elif kind == "ivfflat":
+        out["params"] = {
+            "nlist": int(index.nlist),
+            "nprobe": config.ivf_nprobe,
+            "kmeans_iter": config.kmeans_iter,
+            "train_size": config.train_size,
+            "seed": config.seed,
+        }
+        out["faiss"] = f"IVF{int(index.nlist)},Flat"
     elif kind == "ivfpq":
         base = faiss.downcast_index(index.base_index)
         out["params"] = {
@@ -154,6 +181,7 @@ def describe_index(index: faiss.Index, config: CatalogConfig) -> dict:
             "nprobe": config.ivf_nprobe,
             "pq_m": config.pq_m,
             "refine_factor": config.refine_factor,
+            "kmeans_iter": config.kmeans_iter,
             "train_size": config.train_size,
             "seed": config.seed,
         }
@@ -173,6 +201,9 @@ def search_index(
     kind = index_kind_of(index)
     if kind == "hnsw":
         params = faiss.SearchParametersHNSW(efSearch=max(config.hnsw_ef_search, k))
+        sims, ids = index.search(queries, k, params=params)
+    elif kind == "ivfflat":
+        params = faiss.SearchParametersIVF(nprobe=min(config.ivf_nprobe, index.nlist))
         sims, ids = index.search(queries, k, params=params)
     elif kind == "ivfpq":
         faiss.ParameterSpace().set_index_parameter(index, "nprobe", config.ivf_nprobe)

@@ -37,6 +37,7 @@ def data():
     ("kind", "config"),
     [
         ("flat", CatalogConfig()),
+        ("ivfflat", CatalogConfig(ivf_nlist=16, ivf_nprobe=4)),
         ("hnsw", CatalogConfig(hnsw_m=16, hnsw_ef_construction=40, hnsw_ef_search=128)),
         ("ivfpq", CatalogConfig(ivf_nlist=16, ivf_nprobe=4, pq_m=8, refine_factor=8)),
     ],
@@ -55,8 +56,9 @@ def test_index_kinds_recall_and_round_trip(data, kind, config):
 
 def test_config_chooses_by_size_and_validates():
     config = CatalogConfig(exact_max=100)
-    assert config.index_kind(100) == "flat" and config.index_kind(101) == "hnsw"
+    assert config.index_kind(100) == "flat" and config.index_kind(101) == "ivfflat"
     assert CatalogConfig(approximate="ivfpq").index_kind(10**6) == "ivfpq"
+    assert CatalogConfig(approximate="hnsw").index_kind(10**6) == "hnsw"
     assert CatalogConfig().digest != config.digest
     with pytest.raises(CatalogError, match="approximate"):
         CatalogConfig(approximate="lsh")
@@ -64,6 +66,8 @@ def test_config_chooses_by_size_and_validates():
         CatalogConfig(hnsw_m=0)
     with pytest.raises(CatalogError, match="needs at least"):
         build_index(clustered(100, 16), CatalogConfig(ivf_nlist=64, pq_m=4), "ivfpq")
+    with pytest.raises(CatalogError, match="needs at least"):
+        build_index(clustered(100, 16), CatalogConfig(), "ivfflat")
     with pytest.raises(CatalogError, match="NaN"):
         normalise(np.array([[np.nan, 1.0]]))
     with pytest.raises(CatalogError, match="zero norm"):
@@ -71,7 +75,7 @@ def test_config_chooses_by_size_and_validates():
 
 
 def test_catalogue_above_threshold_uses_hnsw(tmp_path, stores):
-    config = CatalogConfig(exact_max=4, hnsw_ef_search=32)
+    config = CatalogConfig(exact_max=4, approximate="hnsw", hnsw_ef_search=32)
     cat = Catalogue.build(tmp_path / "cat", *stores["main"], config=config)
     assert cat.manifest["index"]["type"] == "hnsw"
     assert cat.manifest["index"]["params"]["efSearch"] == 32
