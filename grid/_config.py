@@ -56,6 +56,12 @@ class GridConfig:
         FLOP of one forward pass of the model on one 224x224 image, for credit (FLOP).
     seed : int
         Seed of the random choices (spot checks, canaries).
+    presigned_urls : bool
+        Serve a tile store under ``s3://`` to workers by pre-signed URLs: the operator signs a
+        GET of each unit's chunk and PUTs of its result objects, so workers need no storage
+        credentials (see :mod:`grid._presign`). Off by default: workers open the stores.
+    url_margin : float
+        Pre-signed URLs expire ``replica_timeout + url_margin`` seconds after signing (s).
     """
 
     min_quorum: int | None = None
@@ -74,6 +80,8 @@ class GridConfig:
     max_in_flight: int | None = None
     flop_per_forward: float = 0.77e9
     seed: int = 0
+    presigned_urls: bool = False
+    url_margin: float = 600.0
 
     def __post_init__(self) -> None:
         def bad(name: str, expected: str) -> None:
@@ -96,9 +104,14 @@ class GridConfig:
                 bad(name, "a positive integer")
         if self.max_in_flight is not None and self.max_in_flight < 1:
             bad("max_in_flight", "None or an integer >= 1")
-        for name in ("replica_timeout", "idle_timeout", "flop_per_forward"):
+        for name in ("replica_timeout", "idle_timeout", "flop_per_forward", "url_margin"):
             if getattr(self, name) <= 0:
                 bad(name, "a positive number")
+
+    @property
+    def url_expires(self) -> int:
+        """Lifetime of a pre-signed URL: ``replica_timeout + url_margin``, at most 7 days (s)."""
+        return max(1, min(int(self.replica_timeout + self.url_margin), 7 * 24 * 3600))
 
     def quorum(self, local: bool) -> int:
         """The effective minimum quorum (see ``min_quorum``)."""

@@ -16,7 +16,7 @@ from grid._ledger import CreditLedger, cobblestones
 from grid._records import UnitRecords, slug
 from grid._results import ResultStore, agree, check_replica
 from grid._task import run_replica
-from grid.errors import InvalidResultError
+from grid.errors import GridConfigError, InvalidResultError
 
 __all__ = ["GridReport", "run_units"]
 
@@ -124,6 +124,15 @@ class _Engine:
         self.names: dict[str, str] = {}
         self.accepted_keys: list[str] = []
         self.streaks: dict[str, int] | None = None
+        self.presign = bool(config.presigned_urls)
+        self.layouts: dict[str, dict] = {}
+        self.zarr_meta: dict[str, dict] = {}
+        if self.presign and not hasattr(base, "presigned_get_url"):
+            msg = (
+                f"GridConfig.presigned_urls is set but the tile store {tile_store.uri} is not "
+                "under s3://; pre-signed URLs serve S3 stores only: unset it for local stores"
+            )
+            raise GridConfigError(msg)
 
     # -- bookkeeping --------------------------------------------------------------------
     def refresh_workers(self) -> dict[str, str]:
@@ -207,6 +216,8 @@ class _Engine:
             "weights_sha256": self.model.weights_sha256,
             "digest": self.model.digest,
         }
+        if self.presign:
+            spec.update(self.transfer_spec(rec, spec["slug"], rid))
         fut = self.client.submit(
             run_replica,
             spec,
@@ -219,6 +230,23 @@ class _Engine:
         if kind != "canary":
             rec["replicas"][rid] = {"worker": None, "status": "running", "kind": kind, "reason": ""}
         self.futures[fut] = (rec["unit_key"], rid, time.monotonic(), kind)
+
+    def transfer_spec(self, rec: dict, unit_slug: str, rid: str) -> dict:
+        """Pre-signed URLs of one replica; the worker then gets no store URI at all."""
+        from grid._presign import chunk_layout, presign_replica
+
+        key = rec["unit_key"]
+        if key not in self.layouts:
+            unit = self.ts.unit(key)
+            self.layouts[key] = {
+                **chunk_layout(self.ts, unit, self.zarr_meta),
+                "sha256": unit.sha256,
+            }
+        layout = self.layouts[key]
+        transfer = presign_replica(
+            self.ts.objects, self.results, layout, unit_slug, rid, self.cfg.url_expires
+        )
+        return {"tile_store": None, "results": None, "transfer": transfer}
 
     def plan(self, rec: dict) -> None:
         """Submit what ``rec`` still needs (nothing when accepted, disputed or busy)."""

@@ -30,7 +30,8 @@ def run_replica(spec: dict) -> tuple[str, tuple[int, ...], str]:
     spec : dict
         ``tile_store`` (URI), ``unit_key``, ``tile_ids``, ``slug``, ``replica`` (id),
         ``results`` (result store URI), ``model_name``, ``weights``, ``weights_sha256``,
-        ``digest``.
+        ``digest``; with pre-signed URLs, ``transfer`` (see :func:`grid._presign.presign_replica`,
+        plus the unit's ``sha256``) replaces the two store URIs.
 
     Returns
     -------
@@ -40,10 +41,12 @@ def run_replica(spec: dict) -> tuple[str, tuple[int, ...], str]:
     Raises
     ------
     GridError
-        If the unit read from the tile store does not hold the planned tiles.
+        If the unit read from the tile store does not hold the planned tiles, or a pre-signed
+        download, its sha256 check or an upload fails.
     """
     from distributed import get_worker
 
+    from grid._presign import fetch_unit, upload_result
     from grid.volunteer import worker_model
     from tiling import TileStore
     from tiling.storage import open_object_store
@@ -55,6 +58,10 @@ def run_replica(spec: dict) -> tuple[str, tuple[int, ...], str]:
     model = worker_model(
         spec["model_name"], spec["weights"], spec["weights_sha256"], spec["digest"], threads
     )
+    transfer = spec.get("transfer")
+    if transfer is not None:  # pre-signed URLs: no store, no credentials on this worker
+        tiles = fetch_unit(transfer, len(spec["tile_ids"]), transfer["sha256"], spec["unit_key"])
+        return upload_result(transfer, compute(model, tiles))
     tile_ids, tiles = TileStore.open(spec["tile_store"]).read_unit(spec["unit_key"])
     if [str(t) for t in tile_ids] != list(spec["tile_ids"]):
         msg = f"unit {spec['unit_key']} holds other tiles than planned; the tile store changed"
