@@ -46,8 +46,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--approximate",
-        choices=("hnsw", "ivfpq"),
-        help="index kind above --exact-max (new catalogues only; default hnsw)",
+        choices=("ivfflat", "hnsw", "ivfpq"),
+        help="index kind above --exact-max (new catalogues only; default ivfflat)",
     )
     parser.set_defaults(func=run_build)
 
