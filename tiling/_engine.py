@@ -24,23 +24,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tiling._config import TilingConfig
-from tiling._pixels import StretchParams, bin_box, source_stats, stretch
+from tiling._pixels import NO_SOURCES, StretchParams, bin_box, source_stats, stretch
 from tiling._source import ImagePlan, PixelReader, Source
 from tiling.errors import SourceError
 
 __all__ = ["CutTile", "ImageCutter"]
 
-#: Source columns of a tile when sources are not measured.
-NO_SOURCES = {
-    "bkg_median": float("nan"),
-    "bkg_rms": float("nan"),
-    "n_sources": 0,
-    "brightest_flux": float("nan"),
-    "brightest_size_arcsec": float("nan"),
-    "brightest_x": float("nan"),
-    "brightest_y": float("nan"),
-    "has_extended": False,
-}
 
 #: Bands of rows read to estimate the stretch limits.
 SAMPLE_BANDS = 16

@@ -24,6 +24,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
+#: Source columns of a tile when no source is found or sources are not measured.
+NO_SOURCES = {
+    "bkg_median": float("nan"),
+    "bkg_rms": float("nan"),
+    "n_sources": 0,
+    "brightest_flux": float("nan"),
+    "brightest_size_arcsec": float("nan"),
+    "brightest_x": float("nan"),
+    "brightest_y": float("nan"),
+    "has_extended": False,
+}
+
 __all__ = [
     "StretchParams",
     "bin_box",
@@ -305,17 +317,7 @@ def source_stats(
         ``brightest_x``/``brightest_y`` (tile pixels), ``has_extended`` (bool),
         ``extended_xy`` (list of (x, y) tile-pixel centroids of extended sources).
     """
-    empty = {
-        "bkg_median": float("nan"),
-        "bkg_rms": float("nan"),
-        "n_sources": 0,
-        "brightest_flux": float("nan"),
-        "brightest_size_arcsec": float("nan"),
-        "brightest_x": float("nan"),
-        "brightest_y": float("nan"),
-        "has_extended": False,
-        "extended_xy": [],
-    }
+    empty = {**NO_SOURCES, "extended_xy": []}
     good = binned[::2, ::2][mask[::2, ::2]]  # every 4th pixel: plenty for two numbers
     if good.size < max(16, npixels):
         return empty

@@ -6,22 +6,12 @@ import argparse
 import logging
 import sys
 
+from pipeline.commands._options import zooms
+
 __all__ = ["EXIT_PARTIAL", "register", "run_command"]
 
 #: Exit status when the catalogue was written but some sources or units failed.
 EXIT_PARTIAL = 3
-
-
-def _zooms(text: str) -> tuple[int, ...]:
-    try:
-        zooms = tuple(int(z) for z in text.replace(" ", "").split(",") if z)
-    except ValueError:
-        msg = f"--zooms {text!r}: expected comma-separated binning factors, e.g. 1,2,4"
-        raise argparse.ArgumentTypeError(msg) from None
-    if not zooms:
-        msg = "--zooms needs at least one binning factor, e.g. 1"
-        raise argparse.ArgumentTypeError(msg)
-    return zooms
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -66,7 +56,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--model", help="embedding model name (default: tf_efficientnet_lite0)")
     parser.add_argument("--weights", metavar="FILE", help="local weights file for --model")
-    parser.add_argument("--zooms", type=_zooms, help="binning factors, e.g. 1,2,4")
+    parser.add_argument("--zooms", type=zooms, help="binning factors, e.g. 1,2,4")
     parser.add_argument(
         "--stride", type=int, help="step between tiles in tile pixels (default 224)"
     )

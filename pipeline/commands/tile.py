@@ -7,19 +7,9 @@ import json
 import sys
 import time
 
+from pipeline.commands._options import zooms
+
 __all__ = ["register", "run_tile"]
-
-
-def _zooms(text: str) -> tuple[int, ...]:
-    try:
-        zooms = tuple(int(z) for z in text.replace(" ", "").split(",") if z)
-    except ValueError:
-        msg = f"--zooms {text!r}: expected comma-separated binning factors, e.g. 1,2,4"
-        raise argparse.ArgumentTypeError(msg) from None
-    if not zooms:
-        msg = "--zooms needs at least one binning factor, e.g. 1"
-        raise argparse.ArgumentTypeError(msg)
-    return zooms
 
 
 def _fraction(text: str) -> float:
@@ -49,7 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--store", required=True, metavar="PATH", help="tile store folder or s3:// prefix"
     )
-    parser.add_argument("--zooms", type=_zooms, help="binning factors (default 1,2,4)")
+    parser.add_argument("--zooms", type=zooms, help="binning factors (default 1,2,4)")
     parser.add_argument(
         "--stride", type=int, metavar="N", help="step between tiles in tile pixels (default 224)"
     )
