@@ -101,6 +101,26 @@ class EmbeddingStore:
         """Whether the vectors of ``unit_key`` are stored (whole)."""
         return self.root.exists(self._record_key(unit_key))
 
+    def revoke(self, unit_key: str) -> bool:
+        """Withdraw the vectors of ``unit_key`` (they were accepted on a word later disproved).
+
+        The vector bytes stay (they are content-addressed and may be shared); the unit's record
+        goes, so the unit counts as not embedded and is recomputed by the next run.
+
+        Parameters
+        ----------
+        unit_key : str
+
+        Returns
+        -------
+        bool
+            Whether the unit was stored.
+        """
+        key = self._record_key(unit_key)
+        existed = self.root.exists(key)
+        self.root.delete(key)
+        return existed
+
     def unit_keys(self) -> list[str]:
         """Keys of every stored unit, sorted."""
         keys = []

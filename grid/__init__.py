@@ -4,16 +4,25 @@
 >>> report = run_units(tile_store)            # doctest: +SKIP  (a LocalCluster by default)
 
 On the volunteer grid (``hubcat grid init|enroll|scheduler``) the scheduler runs the
-:mod:`grid.gate` preload and volunteers run ``dask worker ... --preload grid.volunteer``. Every
-unit's vectors are written to a result store, validated in the operator's process, compared
-across distinct volunteers, accepted into the :class:`embeddings.EmbeddingStore` and credited in
-an append-only ledger. See ``docs/grid.md``.
+:mod:`grid.gate` preload and volunteers run ``dask worker ... --preload grid.volunteer``; both
+put the boundary where Dask reads frames (:mod:`grid._wire`): a volunteer's bytes are never
+unpickled, and a volunteer speaks only for itself (:mod:`grid._boundary`). Every unit's vectors
+reach the operator through a per-replica capability, are validated in the operator's process,
+compared across distinct volunteers, accepted into the :class:`embeddings.EmbeddingStore` and
+credited in a signed, append-only ledger. See ``docs/grid.md``.
 """
 
 from __future__ import annotations
 
 from grid._config import GridConfig
-from grid._ledger import CreditLedger, VolunteerSummary, cobblestones
+from grid._ledger import (
+    CreditLedger,
+    LedgerReport,
+    VolunteerSummary,
+    cobblestones,
+    default_ledger_key,
+    load_ledger_key,
+)
 from grid._pki import Enrollment, GridAuthority, PeerIdentity, peer_identity
 from grid._records import UnitRecords
 from grid._results import ResultStore, agree, check_replica, cosines
@@ -40,6 +49,7 @@ __all__ = [
     "GridError",
     "GridReport",
     "InvalidResultError",
+    "LedgerReport",
     "ModelVerificationError",
     "PeerIdentity",
     "RemoteTaskError",
@@ -50,7 +60,9 @@ __all__ = [
     "check_replica",
     "cobblestones",
     "cosines",
+    "default_ledger_key",
     "grid_status",
+    "load_ledger_key",
     "peer_identity",
     "render_status",
     "run_units",

@@ -10,6 +10,8 @@ from grid.errors import GridConfigError
 
 __all__ = ["GridConfig"]
 
+TRANSFERS = ("auto", "direct", "presigned", "endpoint")
+
 
 @dataclass(frozen=True)
 class GridConfig:
@@ -57,11 +59,23 @@ class GridConfig:
     seed : int
         Seed of the random choices (spot checks, canaries).
     presigned_urls : bool
-        Serve a tile store under ``s3://`` to workers by pre-signed URLs: the operator signs a
-        GET of each unit's chunk and PUTs of its result objects, so workers need no storage
-        credentials (see :mod:`grid._presign`). Off by default: workers open the stores.
+        Shorthand for ``transfer="presigned"`` (kept for older configurations).
     url_margin : float
-        Pre-signed URLs expire ``replica_timeout + url_margin`` seconds after signing (s).
+        Capability URLs expire ``replica_timeout + url_margin`` seconds after signing (s).
+    transfer : str
+        How workers reach tiles and results. ``"direct"``: they open the stores (only for the
+        operator's own processes); ``"presigned"``: pre-signed S3 URLs per replica (tile store
+        under ``s3://``, see :mod:`grid._presign`); ``"endpoint"``: the operator's
+        :class:`grid._endpoint.ReplicaEndpoint` serves per-replica capabilities (folders);
+        ``"auto"`` (default): direct on the local cluster :func:`grid.run_units` starts,
+        otherwise presigned for S3 and endpoint for folders, so that no volunteer can read,
+        list or write anything but its own replica.
+    endpoint_host : str
+        Interface the replica endpoint listens on (volunteers must reach it).
+    endpoint_port : int
+        Port of the replica endpoint (0: any free port).
+    endpoint_advertise : str or None
+        Host name volunteers use to reach the endpoint (default: ``endpoint_host``).
     """
 
     min_quorum: int | None = None
@@ -82,6 +96,10 @@ class GridConfig:
     seed: int = 0
     presigned_urls: bool = False
     url_margin: float = 600.0
+    transfer: str = "auto"
+    endpoint_host: str = "127.0.0.1"
+    endpoint_port: int = 0
+    endpoint_advertise: str | None = None
 
     def __post_init__(self) -> None:
         def bad(name: str, expected: str) -> None:
@@ -102,6 +120,10 @@ class GridConfig:
         for name in ("trust_after", "n_workers", "threads_per_worker", "allowed_failures"):
             if getattr(self, name) < (0 if name == "trust_after" else 1):
                 bad(name, "a positive integer")
+        if self.transfer not in TRANSFERS:
+            bad("transfer", f"one of {', '.join(repr(t) for t in TRANSFERS)}")
+        if not 0 <= self.endpoint_port < 65536:
+            bad("endpoint_port", "a port number (0 for any free port)")
         if self.max_in_flight is not None and self.max_in_flight < 1:
             bad("max_in_flight", "None or an integer >= 1")
         for name in ("replica_timeout", "idle_timeout", "flop_per_forward", "url_margin"):
@@ -112,6 +134,16 @@ class GridConfig:
     def url_expires(self) -> int:
         """Lifetime of a pre-signed URL: ``replica_timeout + url_margin``, at most 7 days (s)."""
         return max(1, min(int(self.replica_timeout + self.url_margin), 7 * 24 * 3600))
+
+    def transfer_mode(self, *, local: bool, remote: bool) -> str:
+        """The transfer used by a run (see ``transfer``); ``remote``: the tile store is on S3."""
+        if self.presigned_urls:
+            return "presigned"
+        if self.transfer != "auto":
+            return self.transfer
+        if local:
+            return "direct"
+        return "presigned" if remote else "endpoint"
 
     def quorum(self, local: bool) -> int:
         """The effective minimum quorum (see ``min_quorum``)."""

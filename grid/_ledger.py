@@ -1,10 +1,12 @@
 """Append-only credit ledger, written only by the validator in the operator's process.
 
-Each entry is one JSON object ``ledger/<seq>.json`` holding the sha256 of the previous entry,
-so removing or editing an entry breaks the chain (:meth:`CreditLedger.verify`). Entries record
-valid results (with credit), invalid results (no credit; they reset trust) and credit revoked
-from a volunteer later caught lying. Trust, credit and the volunteers' summary are all derived
-from the ledger, so it is the single source of truth.
+Each entry is one JSON object ``ledger/<seq>.json`` holding the sha256 of the previous entry
+and an Ed25519 signature, by the operator's ledger key, of its canonical JSON. Anyone can write
+files into a folder; nobody but the operator can sign, so trust, credit and the volunteers'
+summary count **only entries whose signature verifies** against the operator's public key, and
+:meth:`CreditLedger.verify` names every entry that does not (forged, edited, or signed by
+another key) as well as a broken chain. Entries record valid results (with credit), invalid
+results (no credit; they reset trust) and credit revoked from a volunteer later caught lying.
 
 Credit is BOINC's *cobblestone*: 200 credits per day of a 1 GFLOP/s machine, i.e.
 ``credit = tiles * 8 augmentations * FLOP per forward pass * 200 / 86400e9``.
@@ -12,16 +14,26 @@ Credit is BOINC's *cobblestone*: 200 credits per day of a 1 GFLOP/s machine, i.e
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
+import os
 import time
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from grid.errors import GridError
 from tiling.storage import ObjectStore
 
-__all__ = ["CreditLedger", "VolunteerSummary", "cobblestones"]
+__all__ = [
+    "CreditLedger",
+    "LedgerReport",
+    "VolunteerSummary",
+    "cobblestones",
+    "default_ledger_key",
+    "load_ledger_key",
+]
 
 AUGMENTATIONS_PER_TILE = 8
 GENESIS = "0" * 64
@@ -48,6 +60,86 @@ class VolunteerSummary:
         return dict(self.__dict__)
 
 
+@dataclass
+class LedgerReport:
+    """What :meth:`CreditLedger.verify` found.
+
+    Attributes
+    ----------
+    entries : int
+        Entries in the folder.
+    verified : int
+        Entries whose signature verifies against the operator's public key.
+    unsigned : list of int
+        Sequence numbers of entries with no valid signature (forged, edited or foreign).
+    broken_at : int or None
+        First sequence number where the hash chain breaks (an entry removed or re-ordered).
+    """
+
+    entries: int = 0
+    verified: int = 0
+    unsigned: list[int] = field(default_factory=list)
+    broken_at: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.unsigned and self.broken_at is None
+
+    def as_dict(self) -> dict:
+        return {**self.__dict__, "ok": self.ok}
+
+
+def default_ledger_key() -> Path:
+    """The ledger key of runs without a grid directory.
+
+    ``$HUBCAT_LEDGER_KEY`` when set, else ``~/.hubcat/ledger.key`` (made on first use).
+    """
+    env = os.environ.get("HUBCAT_LEDGER_KEY")
+    return Path(env).expanduser() if env else Path("~/.hubcat/ledger.key").expanduser()
+
+
+def load_ledger_key(path: str | os.PathLike[str] | None = None, *, create: bool = True):
+    """The operator's Ed25519 ledger key (PEM), made on first use when ``create``.
+
+    Parameters
+    ----------
+    path : path-like or None
+        Key file (default :func:`default_ledger_key`); the public key is ``*.pub`` beside it.
+    create : bool
+        Make a new key pair when the file does not exist.
+
+    Returns
+    -------
+    cryptography.hazmat.primitives.asymmetric.ed25519.Ed25519PrivateKey
+
+    Raises
+    ------
+    GridError
+        If the file is missing (and ``create`` is false) or is not an Ed25519 private key.
+    """
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from grid._pki import _write_ed25519
+
+    path = Path(path).expanduser() if path is not None else default_ledger_key()
+    if not path.exists():
+        if not create:
+            msg = f"ledger key {path} does not exist; it is made by `hubcat grid init`"
+            raise GridError(msg)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write_ed25519(path, path.with_suffix(".pub"))
+    try:
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except (ValueError, TypeError) as exc:
+        msg = f"ledger key {path} is not a PEM private key ({exc})"
+        raise GridError(msg) from None
+    if not isinstance(key, Ed25519PrivateKey):
+        msg = f"ledger key {path} is not an Ed25519 key"
+        raise GridError(msg)
+    return key
+
+
 class CreditLedger:
     """The credit ledger under ``store`` (usually ``grid/ledger`` of the tile store).
 
@@ -55,18 +147,49 @@ class CreditLedger:
     ----------
     store : ObjectStore
         Folder of the ledger's entries.
+    signing_key : Ed25519PrivateKey or None
+        The operator's ledger key; needed to append. Its public key verifies.
+    public_key : Ed25519PublicKey or None
+        Verifies entries when there is no signing key (``hubcat grid status``). With neither,
+        no entry verifies and every summary is empty.
     """
 
-    def __init__(self, store: ObjectStore) -> None:
+    def __init__(self, store: ObjectStore, signing_key=None, public_key=None) -> None:
         self.store = store
+        self.signing_key = signing_key
+        self.public_key = public_key or (signing_key.public_key() if signing_key else None)
         self._entries: list[dict] | None = None
 
     def entries(self) -> list[dict]:
-        """Every entry, in order."""
+        """Every entry in the folder, in order, signed or not (see :meth:`verified_entries`)."""
         if self._entries is None:
             keys = sorted(k for k in self.store.list() if k.endswith(".json"))
-            self._entries = [json.loads(self.store.get(k)) for k in keys]
+            out = []
+            for k in keys:
+                try:
+                    entry = json.loads(self.store.get(k))
+                except ValueError:
+                    entry = {"seq": -1, "volunteer": "?", "event": "?", "unreadable": k}
+                out.append(entry if isinstance(entry, dict) else {"seq": -1, "unreadable": k})
+            self._entries = out
         return list(self._entries)
+
+    def signed(self, entry: dict) -> bool:
+        """Whether ``entry`` carries a valid signature of the operator's ledger key."""
+        from cryptography.exceptions import InvalidSignature
+
+        if self.public_key is None or not isinstance(entry.get("sig"), str):
+            return False
+        try:
+            sig = base64.b64decode(entry["sig"], validate=True)
+            self.public_key.verify(sig, _canonical(entry_body(entry)))
+        except (InvalidSignature, ValueError, TypeError):
+            return False
+        return entry.get("hash") == _hash(entry)
+
+    def verified_entries(self) -> list[dict]:
+        """The entries whose signature verifies (the only ones that count)."""
+        return [e for e in self.entries() if self.signed(e)]
 
     def append(
         self,
@@ -79,12 +202,21 @@ class CreditLedger:
         reason: str = "",
         model_digest: str = "",
     ) -> dict:
-        """Append one entry (``event`` is ``"valid"``, ``"invalid"`` or ``"revoked"``)."""
+        """Append one signed entry (``event`` is ``"valid"``, ``"invalid"`` or ``"revoked"``).
+
+        Raises
+        ------
+        GridError
+            If the event is unknown or this ledger has no signing key.
+        """
         if event not in ("valid", "invalid", "revoked"):
             msg = f"ledger event {event!r} is unknown; expected 'valid', 'invalid' or 'revoked'"
             raise GridError(msg)
+        if self.signing_key is None:
+            msg = "this credit ledger was opened without the operator's ledger key: it is read-only"
+            raise GridError(msg)
         entries = self.entries()
-        prev = entries[-1]["hash"] if entries else GENESIS
+        prev = entries[-1].get("hash", GENESIS) if entries else GENESIS
         entry = {
             "seq": len(entries),
             "time": time.time(),
@@ -98,35 +230,66 @@ class CreditLedger:
             "prev": prev,
         }
         entry["hash"] = _hash(entry)
+        entry["sig"] = base64.b64encode(
+            self.signing_key.sign(_canonical(entry_body(entry)))
+        ).decode()
         self.store.put(f"{entry['seq']:010d}.json", json.dumps(entry, sort_keys=True).encode())
         self._entries = [*entries, entry]
         return entry
 
-    def verify(self) -> None:
-        """Check the hash chain.
+    def check(self) -> LedgerReport:
+        """Signatures and hash chain of every entry (re-read from the store)."""
+        self._entries = None
+        report = LedgerReport()
+        prev = GENESIS
+        for i, entry in enumerate(self.entries()):
+            report.entries += 1
+            if self.signed(entry):
+                report.verified += 1
+            else:
+                report.unsigned.append(i)
+            if report.broken_at is None and (
+                entry.get("seq") != i or entry.get("prev") != prev or not entry.get("hash")
+            ):
+                report.broken_at = i
+            prev = entry.get("hash", "")
+        return report
+
+    def verify(self) -> LedgerReport:
+        """Check every signature and the hash chain.
+
+        Returns
+        -------
+        LedgerReport
 
         Raises
         ------
         GridError
-            If an entry was edited, removed or re-ordered (names the first bad sequence number).
+            If an entry is not signed by the operator's key (names them) or the chain is broken
+            (an entry removed or re-ordered: names the first).
         """
-        self._entries = None
-        prev = GENESIS
-        for i, entry in enumerate(self.entries()):
-            body = {k: v for k, v in entry.items() if k != "hash"}
-            if (
-                entry.get("seq") != i
-                or entry.get("prev") != prev
-                or _hash(body) != entry.get("hash")
-            ):
-                msg = f"credit ledger {self.store.uri} is broken at entry {i}: it was edited or removed"
-                raise GridError(msg)
-            prev = entry["hash"]
+        report = self.check()
+        if report.unsigned:
+            shown = ", ".join(str(i) for i in report.unsigned[:10])
+            more = f" and {len(report.unsigned) - 10} more" if len(report.unsigned) > 10 else ""
+            msg = (
+                f"credit ledger {self.store.uri}: entries {shown}{more} are not signed by the "
+                "operator's ledger key (forged or edited); they are not counted"
+            )
+            raise GridError(msg)
+        if report.broken_at is not None:
+            msg = (
+                f"credit ledger {self.store.uri} is broken at entry {report.broken_at}: "
+                "an entry was removed or re-ordered"
+            )
+            raise GridError(msg)
+        return report
 
     def summary(self) -> dict[str, VolunteerSummary]:
-        """Per-volunteer totals (valid, invalid, tiles, credit, current streak)."""
+        """Per-volunteer totals (valid, invalid, tiles, credit, current streak), from the
+        entries whose signature verifies only."""
         out: dict[str, VolunteerSummary] = defaultdict(lambda: VolunteerSummary(""))
-        for e in self.entries():
+        for e in self.verified_entries():
             s = out[e["volunteer"]]
             s.name = e["volunteer"]
             s.last_seen = max(s.last_seen, e["time"])
@@ -147,7 +310,20 @@ class CreditLedger:
         s = self.summary().get(volunteer)
         return s.streak if s else 0
 
+    def caught(self) -> set[str]:
+        """Volunteers with at least one signed ``invalid`` entry."""
+        return {e["volunteer"] for e in self.verified_entries() if e.get("event") == "invalid"}
+
+
+def entry_body(entry: dict) -> dict:
+    """The signed part of an entry (everything but its signature)."""
+    return {k: v for k, v in entry.items() if k != "sig"}
+
+
+def _canonical(body: dict) -> bytes:
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
 
 def _hash(entry: dict) -> str:
-    body = {k: v for k, v in entry.items() if k != "hash"}
+    body = {k: v for k, v in entry.items() if k not in ("hash", "sig")}
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()

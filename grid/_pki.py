@@ -1,15 +1,21 @@
 """The grid's private certificate authority, enrolment of volunteers, and TLS settings.
 
-One folder (the *grid directory*) holds everything the operator keeps::
+One folder (the *grid directory*) holds everything the operator keeps; the scheduler is given
+only its ``scheduler/`` sub-folder, which holds no secret of the operator's::
 
-    ca.pem  ca.key            the private CA (key readable by the operator only)
-    scheduler.pem .key        the scheduler's certificate (OU=scheduler)
+    ca.pem  ca.key            the private CA (the key never leaves the operator's machine)
     operator.pem  .key        the operator's client certificate (OU=operator)
+    ledger.key  ledger.pub    Ed25519 key that signs the credit ledger (operator only)
     volunteers/NAME.pem .key  each volunteer's certificate (OU=volunteer, CN=NAME)
-    enrolled.json             the register the scheduler gate reads (serial, expiry, revoked)
+    enrolled.json             the register of volunteers (serial, expiry, account, revoked)
+    scheduler/                what the scheduler host holds, and nothing else:
+        ca.pem                  the CA certificate (public)
+        scheduler.pem .key      the scheduler's certificate (OU=scheduler)
+        enrolled.json           a copy of the register, rewritten on every enrol and revoke
 
-A volunteer's certificate is short-lived: expiry is the normal revocation; ``revoke`` adds an
-immediate refusal on top of it.
+Roles are carried by the certificates (the subject's OU, checked on every connection by
+:mod:`grid._wire`). A volunteer's certificate is short-lived: expiry is the normal revocation;
+``revoke`` removes the volunteer's workers from the scheduler within a second on top of it.
 """
 
 from __future__ import annotations
@@ -39,6 +45,9 @@ SCHEDULER_CN = "hubcat-scheduler"
 ROLES = ("operator", "scheduler", "volunteer")
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{1,62}$")
 REGISTER = "enrolled.json"
+SCHEDULER_FOLDER = "scheduler"
+#: Files that must never be in the folder a scheduler is given.
+OPERATOR_SECRETS = ("ca.key", "operator.key", "ledger.key")
 
 
 def _now() -> dt.datetime:
@@ -226,14 +235,54 @@ class GridAuthority:
         (directory / "ca.pem").write_bytes(_pem(cert))
         (directory / REGISTER).write_text(json.dumps({"volunteers": {}}, indent=2))
         auth = cls(directory)
-        auth._issue(SCHEDULER_CN, "scheduler", days=days, hosts=hosts, stem="scheduler")
         auth._issue(OPERATOR_CN, "operator", days=days, stem="operator")
+        auth._issue(SCHEDULER_CN, "scheduler", days=days, hosts=hosts, stem="scheduler")
+        _write_ed25519(directory / "ledger.key", directory / "ledger.pub")
+        auth._save_register(auth.register())
         return auth
 
     @classmethod
     def open(cls, directory: str | os.PathLike[str]) -> GridAuthority:
-        """Open an existing grid directory."""
-        return cls(directory)
+        """Open an existing grid directory (one made before the ``scheduler/`` folder existed
+        is brought up to date: its scheduler certificate moves there)."""
+        auth = cls(directory)
+        if (auth.directory / "ca.key").exists():
+            auth._upgrade()
+        return auth
+
+    def _upgrade(self) -> None:
+        folder = self.scheduler_folder
+        if not (folder / "scheduler.pem").exists() and (self.directory / "scheduler.pem").exists():
+            folder.mkdir(exist_ok=True)
+            for name in ("scheduler.pem", "scheduler.key"):
+                os.replace(self.directory / name, folder / name)
+        if folder.is_dir():
+            (folder / "ca.pem").write_bytes(self.ca_file.read_bytes())
+            if (self.directory / REGISTER).exists() and not (folder / REGISTER).exists():
+                self._save_register(self.register())
+        if not (self.directory / "ledger.key").exists():
+            _write_ed25519(self.directory / "ledger.key", self.directory / "ledger.pub")
+
+    @property
+    def is_scheduler_folder(self) -> bool:
+        """Whether this directory is a scheduler's folder (no CA key: it cannot enrol)."""
+        return not (self.directory / "ca.key").exists()
+
+    @property
+    def scheduler_folder(self) -> Path:
+        """The folder the scheduler host is given (``scheduler/``; itself for such a folder)."""
+        if self.is_scheduler_folder:
+            return self.directory
+        return self.directory / SCHEDULER_FOLDER
+
+    @property
+    def ledger_key_file(self) -> Path:
+        """The Ed25519 key that signs the credit ledger (operator only)."""
+        return self.directory / "ledger.key"
+
+    def secrets_present(self) -> list[str]:
+        """Operator secrets found in this directory (must be empty for a scheduler folder)."""
+        return [name for name in OPERATOR_SECRETS if (self.directory / name).exists()]
 
     # -- paths --------------------------------------------------------------------------
     @property
@@ -245,11 +294,25 @@ class GridAuthority:
         if role not in ("operator", "scheduler"):
             msg = f"role {role!r} has no certificate here; expected 'operator' or 'scheduler'"
             raise EnrollmentError(msg)
-        return self.directory / f"{role}.pem", self.directory / f"{role}.key"
+        folder = self.scheduler_folder if role == "scheduler" else self.directory
+        if role == "operator" and self.is_scheduler_folder:
+            msg = f"{self.directory} is a scheduler's folder: it holds no operator certificate"
+            raise EnrollmentError(msg)
+        return folder / f"{role}.pem", folder / f"{role}.key"
 
     def security(self, role: str = "operator"):
-        """A :class:`distributed.Security` with TLS required, for ``"operator"`` or ``"scheduler"``."""
+        """A :class:`distributed.Security` with TLS required, for ``"operator"`` or ``"scheduler"``.
+
+        For the operator this also installs the grid's wire in this process
+        (:func:`grid._wire.install_wire`): the client then refuses a scheduler that does not
+        present the *scheduler* certificate, and accepts no incoming connection.
+        """
         from distributed import Security
+
+        if role == "operator":
+            from grid._wire import WirePolicy, install_wire
+
+            install_wire(WirePolicy("operator"))
 
         cert, key = self.cert_files(role)
         kwargs = {
@@ -268,12 +331,24 @@ class GridAuthority:
         return json.loads((self.directory / REGISTER).read_text())
 
     def _save_register(self, reg: dict) -> None:
-        path = self.directory / REGISTER
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(reg, indent=2, sort_keys=True))
-        os.replace(tmp, path)
+        text = json.dumps(reg, indent=2, sort_keys=True)
+        folders = [self.directory]
+        if not self.is_scheduler_folder and self.scheduler_folder.is_dir():
+            folders.append(self.scheduler_folder)
+        for folder in folders:
+            path = folder / REGISTER
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(text)
+            os.replace(tmp, path)
 
-    def enroll(self, name: str, *, days: float = 30) -> Enrollment:
+    def accounts(self) -> dict[str, str]:
+        """Each enrolled volunteer's enrolment account (the person or organisation behind it)."""
+        return {
+            name: str(entry.get("account") or name)
+            for name, entry in self.register()["volunteers"].items()
+        }
+
+    def enroll(self, name: str, *, days: float = 30, account: str | None = None) -> Enrollment:
         """Issue a short-lived certificate for volunteer ``name`` (CN = ``name``).
 
         Parameters
@@ -282,6 +357,9 @@ class GridAuthority:
             Volunteer id: 2-63 characters of ``a-z 0-9 . _ -``, starting with a letter or digit.
         days : float
             Validity (days); expiry is the normal revocation, so keep it short.
+        account : str or None
+            The enrolment account (person or organisation) behind this volunteer; replicas of
+            one unit always go to volunteers of different accounts. Default: ``name``.
 
         Returns
         -------
@@ -304,7 +382,12 @@ class GridAuthority:
         if not days > 0:
             msg = f"days={days!r} is invalid: a certificate must be valid for a positive time"
             raise EnrollmentError(msg)
-        return self._issue(name, "volunteer", days=days)
+        if self.is_scheduler_folder:
+            msg = (
+                f"{self.directory} is a scheduler's folder: enrol volunteers in the grid directory"
+            )
+            raise EnrollmentError(msg)
+        return self._issue(name, "volunteer", days=days, account=account)
 
     def revoke(self, name: str) -> None:
         """Refuse volunteer ``name`` from now on (its certificate stays valid for TLS only)."""
@@ -344,6 +427,7 @@ class GridAuthority:
         hosts: tuple[str, ...] = (),
         stem: str | None = None,
         not_before: dt.datetime | None = None,
+        account: str | None = None,
     ) -> Enrollment:
         from cryptography import x509
         from cryptography.hazmat.primitives import serialization
@@ -393,10 +477,15 @@ class GridAuthority:
         cert = builder.sign(ca_key, _sha256())
         if stem is None:
             folder = self.directory / "volunteers"
-            folder.mkdir(exist_ok=True)
-            cert_path, key_path = folder / f"{cn}.pem", folder / f"{cn}.key"
+        elif role == "scheduler":
+            folder = self.directory / SCHEDULER_FOLDER
+            (folder / "ca.pem").parent.mkdir(exist_ok=True)
+            (folder / "ca.pem").write_bytes(self.ca_file.read_bytes())
         else:
-            cert_path, key_path = self.directory / f"{stem}.pem", self.directory / f"{stem}.key"
+            folder = self.directory
+        folder.mkdir(exist_ok=True)
+        name = cn if stem is None else stem
+        cert_path, key_path = folder / f"{name}.pem", folder / f"{name}.key"
         _write_key(key_path, key)
         cert_path.write_bytes(_pem(cert))
         if role == "volunteer":
@@ -405,6 +494,7 @@ class GridAuthority:
                 "serial": str(serial),
                 "not_after": not_after.isoformat(),
                 "enrolled_at": _now().isoformat(),
+                "account": account or cn,
                 "revoked": False,
             }
             self._save_register(reg)
@@ -428,6 +518,20 @@ def _pem(cert) -> bytes:
     from cryptography.hazmat.primitives import serialization
 
     return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def _write_ed25519(private: Path, public: Path) -> None:
+    """A new Ed25519 key pair (PEM; the private key readable by its owner only)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.generate()
+    _write_key(private, key)
+    public.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
 
 
 def _write_key(path: Path, key) -> None:

@@ -139,9 +139,23 @@ def presign_replica(
     }
 
 
-def _request(url: str, *, data: bytes | None = None, what: str) -> bytes | None:
-    """GET (``data`` None) or PUT ``url``; None for a 404 GET. Retries 5xx and dropped links."""
+def _request(
+    url: str,
+    *,
+    data: bytes | None = None,
+    what: str,
+    endpoint: bool = False,
+    ca_file: str | None = None,
+) -> bytes | None:
+    """GET (``data`` None) or PUT ``url``; None for a 404 GET. Retries 5xx and dropped links.
+
+    With ``endpoint`` the URL is a capability of the operator's
+    :class:`grid._endpoint.ReplicaEndpoint`; over HTTPS it is fetched only from a peer that
+    presents the grid's operator certificate (``ca_file``: the grid's CA).
+    """
     method = "GET" if data is None else "PUT"
+    if endpoint:
+        return _endpoint_request(url, data=data, what=what, ca_file=ca_file)
     headers = {} if data is None else {"Content-Type": "application/octet-stream"}
     public = url.split("?", 1)[0]  # never log the signature
     for attempt in range(1, ATTEMPTS + 1):
@@ -160,6 +174,28 @@ def _request(url: str, *, data: bytes | None = None, what: str) -> bytes | None:
             if attempt == ATTEMPTS:
                 msg = f"cannot {method} {what} at {public}: {exc}"
                 raise GridError(msg) from None
+        time.sleep(min(0.2 * 2**attempt, 3.0))
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _endpoint_request(url: str, *, data: bytes | None, what: str, ca_file: str | None):
+    from grid._endpoint import http_request
+
+    method = "GET" if data is None else "PUT"
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            status, body = http_request(url, data=data, ca_file=ca_file)
+        except GridError:
+            if attempt == ATTEMPTS:
+                raise
+            time.sleep(min(0.2 * 2**attempt, 3.0))
+            continue
+        if status == 200:
+            return body
+        if status < 500 or attempt == ATTEMPTS:
+            text = body[:200].decode(errors="replace")
+            msg = f"cannot {method} {what} at the operator's endpoint: HTTP {status} {text}"
+            raise GridError(msg)
         time.sleep(min(0.2 * 2**attempt, 3.0))
     raise AssertionError("unreachable")  # pragma: no cover
 
@@ -189,7 +225,12 @@ def fetch_unit(transfer: dict, n_tiles: int, sha256: str, unit_key: str) -> np.n
         ``sha256`` (the unit is then not embedded).
     """
     shape = tuple(transfer["chunk_shape"])
-    data = _request(transfer["get_url"], what=f"the tiles of unit {unit_key}")
+    data = _request(
+        transfer["get_url"],
+        what=f"the tiles of unit {unit_key}",
+        endpoint=bool(transfer.get("endpoint")),
+        ca_file=transfer.get("ca_file"),
+    )
     if data is None:  # Zarr does not write a chunk made only of the fill value
         chunk = np.full(shape, transfer["fill_value"], dtype="<f4")
     else:
@@ -226,6 +267,7 @@ def upload_result(transfer: dict, vectors: np.ndarray) -> tuple[str, tuple[int, 
     sha = hashlib.sha256(data).hexdigest()
     shape = tuple(int(s) for s in vectors.shape)
     receipt = json.dumps({"sha256": sha, "shape": list(shape), "dtype": DTYPE}).encode()
-    _request(transfer["put_url"], data=data, what="the result vectors")
-    _request(transfer["receipt_url"], data=receipt, what="the result receipt")
+    opts = {"endpoint": bool(transfer.get("endpoint")), "ca_file": transfer.get("ca_file")}
+    _request(transfer["put_url"], data=data, what="the result vectors", **opts)
+    _request(transfer["receipt_url"], data=receipt, what="the result receipt", **opts)
     return sha, shape, DTYPE

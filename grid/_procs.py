@@ -10,9 +10,9 @@ import sys
 import time
 from pathlib import Path
 
+from grid._boundary import scheduler_config
 from grid._pki import GridAuthority
 from grid.errors import GridError
-from grid.gate import scheduler_config
 
 __all__ = ["scheduler_argv", "start_scheduler", "start_worker", "stop_process", "stop_processes"]
 
@@ -38,7 +38,8 @@ def scheduler_argv(
     """The ``dask scheduler`` command line and environment of a grid scheduler.
 
     TLS is required, the :mod:`grid.gate` preload admits enrolled volunteers and the operator,
-    and ``distributed.scheduler.blocked-handlers`` lists :data:`grid.gate.BLOCKED_HANDLERS`.
+    and ``distributed.scheduler.blocked-handlers`` lists :data:`grid._boundary.BLOCKED_HANDLERS`.
+    The scheduler is given only the grid directory's ``scheduler/`` folder.
     """
     cert, key = authority.cert_files("scheduler")
     argv = [
@@ -66,8 +67,19 @@ def scheduler_argv(
     if scheduler_file is not None:
         argv += ["--scheduler-file", str(scheduler_file)]
     env = _env_config(scheduler_config(allowed_failures=allowed_failures, worker_ttl=worker_ttl))
-    env["HUBCAT_GRID_DIR"] = str(authority.directory)
+    env["HUBCAT_GRID_DIR"] = str(authority.scheduler_folder)
     return argv, env
+
+
+def scheduler_environment(extra: dict[str, str]) -> dict[str, str]:
+    """This process's environment for a scheduler: without the operator's keys and credentials.
+
+    ``HUBCAT_*`` variables (signing and ledger key paths, the grid directory) and cloud
+    credentials are left out, so nothing in the scheduler's environment leads to a secret.
+    """
+    drop = ("HUBCAT_", "AWS_")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
+    return {**env, **extra}
 
 
 def start_scheduler(
@@ -83,7 +95,7 @@ def start_scheduler(
     log = open(workdir / "scheduler.log", "wb")
     proc = subprocess.Popen(
         argv,
-        env={**os.environ, **env},
+        env=scheduler_environment(env),
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,

@@ -56,31 +56,62 @@ class ResultStore:
         store.put(rkey, json.dumps({"sha256": sha, "shape": list(shape), "dtype": DTYPE}).encode())
         return sha, shape, DTYPE
 
-    def read(self, unit_slug: str, replica: str) -> tuple[dict, bytes]:
+    def read(
+        self, unit_slug: str, replica: str, *, max_bytes: int | None = None
+    ) -> tuple[dict, bytes]:
         """The receipt (parsed JSON) and raw bytes of one replica.
+
+        Parameters
+        ----------
+        unit_slug, replica : str
+        max_bytes : int or None
+            Largest vector object accepted: its size is checked before it is read, so an
+            oversized result costs the operator no memory.
 
         Raises
         ------
         InvalidResultError
             ``"missing"`` when either object is absent, ``"receipt"`` when the receipt is not
-            a small JSON object.
+            a small JSON object, ``"shape"`` when the vectors are larger than ``max_bytes``.
         """
         vkey, rkey = self.keys(unit_slug, replica)
         try:
+            rsize = self.store.size(rkey)
+            if rsize > MAX_RECEIPT:
+                msg = f"replica {replica} of {unit_slug}: receipt of {rsize} bytes is too large"
+                raise InvalidResultError("receipt", msg)
+            vsize = self.store.size(vkey)
+            if max_bytes is not None and vsize > max_bytes:
+                msg = (
+                    f"replica {replica} of {unit_slug}: {vsize} bytes of vectors, at most "
+                    f"{max_bytes} expected (not read)"
+                )
+                raise InvalidResultError("shape", msg)
             raw = self.store.get(rkey)
             data = self.store.get(vkey)
         except StoreNotFoundError as exc:
             msg = f"replica {replica} of {unit_slug}: result missing from {self.uri} ({exc})"
             raise InvalidResultError("missing", msg) from None
+        return self.parse(raw, data, f"replica {replica} of {unit_slug}")
+
+    @staticmethod
+    def parse(raw: bytes, data: bytes, label: str) -> tuple[dict, bytes]:
+        """A receipt's JSON object and the vector bytes, as :meth:`read` returns them.
+
+        Raises
+        ------
+        InvalidResultError
+            ``"receipt"`` when the receipt is not a small JSON object.
+        """
         if len(raw) > MAX_RECEIPT:
-            msg = f"replica {replica} of {unit_slug}: receipt of {len(raw)} bytes is too large"
+            msg = f"{label}: receipt of {len(raw)} bytes is too large"
             raise InvalidResultError("receipt", msg)
         try:
             receipt = json.loads(raw)
         except ValueError:
             receipt = None
         if not isinstance(receipt, dict):
-            msg = f"replica {replica} of {unit_slug}: receipt is not a JSON object"
+            msg = f"{label}: receipt is not a JSON object"
             raise InvalidResultError("receipt", msg)
         return receipt, data
 

@@ -11,20 +11,53 @@ from grid.errors import GridError
 __all__ = ["grid_status", "render_status"]
 
 
-def grid_status(tile_store_uri, *, grid_dir=None) -> dict:
+def ledger_public_key(grid_dir=None, public_key=None):
+    """The public key that ledger entries must verify against.
+
+    ``public_key`` (a PEM file) when given, else the grid directory's ``ledger.pub``, else the
+    public half of :func:`grid.default_ledger_key` (``None`` when there is none).
+    """
+    from pathlib import Path
+
+    from cryptography.hazmat.primitives import serialization
+
+    from grid._ledger import default_ledger_key
+
+    if public_key is not None and not isinstance(public_key, (str, Path)):
+        return public_key
+    if public_key is not None:
+        path = Path(public_key).expanduser()
+    elif grid_dir is not None:
+        path = Path(grid_dir).expanduser() / "ledger.pub"
+    else:
+        path = default_ledger_key().with_suffix(".pub")
+    if not path.exists():
+        if public_key is not None:
+            msg = f"ledger public key {path} does not exist"
+            raise GridError(msg)
+        return None
+    return serialization.load_pem_public_key(path.read_bytes())
+
+
+def grid_status(tile_store_uri, *, grid_dir=None, public_key=None) -> dict:
     """Status of the grid runs recorded in a tile store.
 
     Parameters
     ----------
     tile_store_uri : str or path-like or TileStore
     grid_dir : path-like or None
-        Grid directory; when given, enrolment (expiry, revoked) is listed too.
+        Grid directory; when given, enrolment (expiry, revoked) is listed too, and the ledger
+        is verified against its ``ledger.pub``.
+    public_key : path-like or None
+        PEM public key of the operator's ledger key (overrides the grid directory's).
 
     Returns
     -------
     dict
         ``units`` (per model digest: total, accepted, pending, disputed), ``volunteers``
-        (per name: valid, invalid, tiles, credit, streak, enrolment), ``ledger_ok``.
+        (per name, from signed entries only: valid, invalid, tiles, credit, streak,
+        enrolment), ``ledger_ok`` and ``ledger`` (entries, verified, ``unsigned``: the
+        sequence numbers of entries that do not verify, ``broken_at``).
     """
     from tiling.storage import open_object_store
 
@@ -51,12 +84,11 @@ def grid_status(tile_store_uri, *, grid_dir=None) -> dict:
         counts["total"] = total if total is not None else sum(counts.values())
         counts["pending"] = counts["total"] - done - counts.get("disputed", 0)
         units[digest] = counts
-    ledger = CreditLedger(base.child("grid/ledger"))
-    try:
-        ledger.verify()
-        ok = True
-    except GridError:
-        ok = False
+    ledger = CreditLedger(
+        base.child("grid/ledger"), public_key=ledger_public_key(grid_dir, public_key)
+    )
+    check = ledger.check()
+    ok = check.ok
     vols = {name: s.as_dict() for name, s in ledger.summary().items()}
     if grid_dir is not None:
         from grid._pki import GridAuthority
@@ -68,7 +100,13 @@ def grid_status(tile_store_uri, *, grid_dir=None) -> dict:
             )
             vols[name]["not_after"] = entry["not_after"]
             vols[name]["revoked"] = entry["revoked"]
-    return {"tile_store": str(uri), "units": units, "volunteers": vols, "ledger_ok": ok}
+    return {
+        "tile_store": str(uri),
+        "units": units,
+        "volunteers": vols,
+        "ledger_ok": ok,
+        "ledger": check.as_dict(),
+    }
 
 
 def render_status(status: dict) -> None:
@@ -104,10 +142,16 @@ def render_status(status: dict) -> None:
             cert,
         )
     console.print(v)
-    console.print(
-        "ledger chain: "
-        + ("intact" if status["ledger_ok"] else "BROKEN (edited or removed entries)")
-    )
+    led = status.get("ledger") or {}
+    if status["ledger_ok"]:
+        console.print(f"ledger: {led.get('verified', 0)} entries, every signature verifies")
+    else:
+        unsigned = led.get("unsigned") or []
+        shown = ", ".join(str(i) for i in unsigned[:20]) + (" ..." if len(unsigned) > 20 else "")
+        if unsigned:
+            console.print(f"ledger: entries NOT signed by the operator (not counted): {shown}")
+        if led.get("broken_at") is not None:
+            console.print(f"ledger: chain broken at entry {led['broken_at']} (removed entries)")
 
 
 def _dumps(obj) -> str:

@@ -31,7 +31,9 @@ def run_replica(spec: dict) -> tuple[str, tuple[int, ...], str]:
         ``tile_store`` (URI), ``unit_key``, ``tile_ids``, ``slug``, ``replica`` (id),
         ``results`` (result store URI), ``model_name``, ``weights``, ``weights_sha256``,
         ``digest``; with pre-signed URLs, ``transfer`` (see :func:`grid._presign.presign_replica`,
-        plus the unit's ``sha256``) replaces the two store URIs.
+        plus the unit's ``sha256``) or the operator's replica endpoint
+        (:meth:`grid._endpoint.ReplicaEndpoint.grant`, with ``endpoint`` set) replaces the two
+        store URIs.
 
     Returns
     -------
@@ -47,19 +49,23 @@ def run_replica(spec: dict) -> tuple[str, tuple[int, ...], str]:
     from distributed import get_worker
 
     from grid._presign import fetch_unit, upload_result
-    from grid.volunteer import worker_model
+    from grid._worker import worker_model
     from tiling import TileStore
     from tiling.storage import open_object_store
 
     try:
-        threads = int(get_worker().state.nthreads)
+        worker = get_worker()
+        threads = int(worker.state.nthreads)
+        ca_file = getattr(worker.security, "tls_ca_file", None)
     except ValueError:  # called outside a worker (tests, benchmarks)
-        threads = 1
+        threads, ca_file = 1, None
     model = worker_model(
         spec["model_name"], spec["weights"], spec["weights_sha256"], spec["digest"], threads
     )
     transfer = spec.get("transfer")
-    if transfer is not None:  # pre-signed URLs: no store, no credentials on this worker
+    if transfer is not None:  # capability URLs: no store, no credentials on this worker
+        if transfer.get("endpoint"):
+            transfer = {**transfer, "ca_file": ca_file}
         tiles = fetch_unit(transfer, len(spec["tile_ids"]), transfer["sha256"], spec["unit_key"])
         return upload_result(transfer, compute(model, tiles))
     tile_ids, tiles = TileStore.open(spec["tile_store"]).read_unit(spec["unit_key"])

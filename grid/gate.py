@@ -1,207 +1,122 @@
-"""Scheduler preload: the gate that admits enrolled volunteers and the operator only.
+"""The scheduler's preload: ``dask scheduler --preload grid.gate`` (``hubcat grid scheduler``).
 
-Dask has no authorization layer: every holder of a certificate from the grid's CA could call
-any scheduler handler, and a tampered worker can make the client unpickle arbitrary bytes (a
-failed task's exception, the ``type`` of a finished task). This module closes both, on the
-scheduler, before any message reaches a client:
+Importing this module (Dask imports a preload when the scheduler is created, before it
+listens) installs the grid's wire with the *scheduler* policy (:mod:`grid._wire`): a peer
+with the operator's certificate is read as Dask reads it; a volunteer's frames are size-capped
+and decoded without unpickling anything, then pass the message filter of
+:class:`grid._boundary.VolunteerFilter` before Dask dispatches them; a peer with no
+certificate, or any other role, is disconnected after the TLS handshake.
 
-* a peer that presents the **operator** certificate may call every handler that is not in
-  ``distributed.scheduler.blocked-handlers`` (see :data:`BLOCKED_HANDLERS`);
-* a peer that presents a **volunteer** certificate may call only the handlers a worker needs
-  (:data:`VOLUNTEER_HANDLERS`), and registers as a worker only if its ``--name`` equals its
-  certificate CN, the CN is enrolled with that very certificate, not revoked and not expired;
-  the handlers that name a worker (``unregister``, ``retire_workers``, ``set_resources``) may
-  only name the volunteer's own workers;
-* a worker's ``task-finished`` message loses its pickled ``type`` and its ``task-erred`` message
-  has the pickled exception and traceback replaced by a plain-text
-  :class:`grid.errors.RemoteTaskError`, so nothing a volunteer sends is ever unpickled by the
-  operator.
+:func:`dask_setup` then reads the scheduler's folder (``HUBCAT_GRID_DIR``: the ``scheduler/``
+folder of the grid directory, holding the CA certificate, the scheduler's certificate and the
+register, and *no* operator secret: the scheduler refuses to start if it finds ``ca.key``,
+``operator.key`` or ``ledger.key`` there), installs the filter, blocks the handlers in
+:data:`grid._boundary.BLOCKED_HANDLERS`, registers :class:`grid._boundary.AttributionPlugin`
+and starts :class:`grid._boundary.RegisterWatcher`.
 
-Use it with ``dask scheduler --preload grid.gate`` and ``HUBCAT_GRID_DIR`` set to the grid
-directory (``hubcat grid scheduler`` does all of this).
+Import it only in a scheduler process: it fixes the process's role.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
+import sys
 
-from grid._pki import GridAuthority, PeerIdentity, peer_identity
+from grid._boundary import (
+    BLOCKED_HANDLERS,
+    AttributionPlugin,
+    RegisterWatcher,
+    VolunteerFilter,
+    install_operator_handlers,
+)
+from grid._pki import GridAuthority
+from grid._wire import WirePolicy, gate_listeners, install_wire
+from grid.errors import EnrollmentError
 
-__all__ = [
-    "BLOCKED_HANDLERS",
-    "VOLUNTEER_HANDLERS",
-    "dask_setup",
-    "install_gate",
-    "scheduler_config",
-]
+__all__ = ["dask_setup", "install_gate"]
 
 logger = logging.getLogger("grid.gate")
 
-#: Handlers nobody may call on the grid scheduler (``distributed.scheduler.blocked-handlers``).
-#: ``gather``/``scatter`` are blocked so that no result bytes ever travel through Dask (an
-#: accidental ``future.result()`` fails instead of unpickling a volunteer's bytes).
-BLOCKED_HANDLERS: tuple[str, ...] = (
-    "feed",
-    "run_function",
-    "broadcast",
-    "proxy",
-    "gather",
-    "scatter",
-    "register_scheduler_plugin",
-    "unregister_scheduler_plugin",
-    "register_worker_plugin",
-    "unregister_worker_plugin",
-    "register_nanny_plugin",
-    "unregister_nanny_plugin",
-    "dump_cluster_state_to_url",
-    "get_cluster_state",
-    "rebalance",
-    "replicate",
-)
-
-#: The only handlers a volunteer's certificate may call.
-VOLUNTEER_HANDLERS: frozenset[str] = frozenset(
-    {
-        "register-worker",
-        "heartbeat_worker",
-        "unregister",
-        "retire_workers",
-        "set_resources",
-        "who_has",
-        "log_event",
-        "identity",
-        "echo",
-        "versions",
-    }
-)
-
-
-def scheduler_config(*, allowed_failures: int = 10, worker_ttl: str = "60s") -> dict:
-    """The ``dask.config`` settings of a grid scheduler (flat keys)."""
-    return {
-        "distributed.comm.require-encryption": True,
-        "distributed.scheduler.blocked-handlers": list(BLOCKED_HANDLERS),
-        "distributed.scheduler.allowed-failures": allowed_failures,
-        "distributed.scheduler.worker-ttl": worker_ttl,
-    }
-
-
-def _identity(comm) -> PeerIdentity | None:
-    try:
-        info = comm.extra_info
-    except Exception:
-        return None
-    return peer_identity(info.get("peercert"))
-
-
-def _own_workers(scheduler, cn: str) -> set[str]:
-    return {addr for addr, ws in scheduler.workers.items() if str(ws.name) == cn}
+install_wire(WirePolicy("scheduler"))
 
 
 def install_gate(scheduler, authority: GridAuthority) -> None:
-    """Wrap the handlers of ``scheduler`` (a :class:`distributed.Scheduler`) with the gate.
+    """Put the volunteer boundary on ``scheduler`` (a :class:`distributed.Scheduler`).
 
     Parameters
     ----------
     scheduler : distributed.Scheduler
     authority : GridAuthority
-        The grid directory whose register lists the enrolled volunteers.
+        The scheduler's folder (register of the enrolled volunteers).
+
+    Raises
+    ------
+    EnrollmentError
+        If the folder holds an operator secret (the CA, operator or ledger key).
+    grid.errors.GridError
+        If the scheduler listens on anything but ``tls://``.
     """
-    blocked = set(scheduler.blocked_handlers) | set(BLOCKED_HANDLERS)
-    scheduler.blocked_handlers = sorted(blocked)
-
-    def deny(comm, op: str, reason: str):
-        ident = _identity(comm)
-        who = ident.cn if ident else "a peer without certificate"
-        logger.warning("gate: refused %r from %s: %s", op, who, reason)
-        scheduler.log_event(
-            "hubcat-gate", {"action": "refused", "op": op, "peer": who, "reason": reason}
+    secrets = authority.secrets_present()
+    if secrets:
+        msg = (
+            f"the scheduler's folder {authority.directory} holds {', '.join(secrets)}: those "
+            "keys must stay with the operator; give the scheduler only the grid directory's "
+            "scheduler/ folder (`hubcat grid scheduler --dir GRID` does)"
         )
+        raise EnrollmentError(msg)
 
-    def wrap(op: str, handler):
-        async def gated(comm, **msg):
-            ident = _identity(comm)
-            if ident is None or ident.role not in ("operator", "volunteer"):
-                reason = "no operator or volunteer certificate"
-                deny(comm, op, reason)
-                return _refusal(op, reason)
-            if ident.role == "volunteer":
-                if op not in VOLUNTEER_HANDLERS:
-                    reason = f"volunteer certificates may not call {op!r}"
-                    deny(comm, op, reason)
-                    return _refusal(op, reason)
-                if op == "register-worker":
-                    reason = authority.check_volunteer(ident, msg.get("name"))
-                    if reason:
-                        deny(comm, op, reason)
-                        await comm.write({"status": "error", "message": f"hubcat gate: {reason}"})
-                        return None
-                elif op in ("unregister", "retire_workers", "set_resources"):
-                    named = msg.get("address") or msg.get("worker") or msg.get("workers") or []
-                    named = [named] if isinstance(named, str) else list(named)
-                    if not named or not set(named) <= _own_workers(scheduler, ident.cn):
-                        reason = f"{op!r} may only name the volunteer's own workers"
-                        deny(comm, op, reason)
-                        return _refusal(op, reason)
-            elif ident.cn != "hubcat-operator":
-                reason = f"operator certificate with unexpected CN {ident.cn!r}"
-                deny(comm, op, reason)
-                return _refusal(op, reason)
-            result = handler(comm, **msg) if _takes_comm(handler) else handler(**msg)
-            if hasattr(result, "__await__"):
-                result = await result
-            return result
+    def admitted(name: str) -> str | None:
+        entry = authority.register()["volunteers"].get(name)
+        if entry is None:
+            return f"{name!r} is not enrolled"
+        if entry.get("revoked"):
+            return f"{name!r} has been revoked"
+        not_after = dt.datetime.fromisoformat(entry["not_after"])
+        if not_after <= dt.datetime.now(dt.UTC):
+            return f"the certificate of {name!r} expired at {not_after:%Y-%m-%d %H:%M}Z"
+        return None
 
-        gated.__name__ = getattr(handler, "__name__", op)
-        return gated
+    gate_listeners(scheduler)
+    scheduler.blocked_handlers = sorted(set(scheduler.blocked_handlers) | set(BLOCKED_HANDLERS))
+    attribution = AttributionPlugin(scheduler)
+    scheduler.add_plugin(attribution)
+    watcher = RegisterWatcher(scheduler, admitted)
+    install_operator_handlers(scheduler, attribution, watcher)
+    known = {a: str(ws.name) for a, ws in scheduler.workers.items()}
 
-    for op, handler in list(scheduler.handlers.items()):
-        scheduler.handlers[op] = wrap(op, handler)
+    def expected_worker_cn(address: str) -> str | None:
+        ws = scheduler.workers.get(address)
+        return str(ws.name) if ws is not None else known.get(address)
 
-    finished = scheduler.stream_handlers["task-finished"]
-    erred = scheduler.stream_handlers["task-erred"]
-
-    def task_finished(*args, **msg):
-        msg["type"] = None  # a pickled class the client would unpickle
-        return finished(*args, **msg)
-
-    def task_erred(*args, **msg):
-        from distributed.protocol import to_serialize
-
-        from grid.errors import RemoteTaskError
-
-        text = str(msg.get("exception_text") or "task failed")[:2000]
-        worker = msg.get("worker", "?")
-        msg["exception"] = to_serialize(RemoteTaskError(f"task failed on {worker}: {text}"))
-        msg["traceback"] = None
-        return erred(*args, **msg)
-
-    scheduler.stream_handlers["task-finished"] = task_finished
-    scheduler.stream_handlers["task-erred"] = task_erred
+    install_wire(
+        WirePolicy(
+            "scheduler",
+            message_filter=VolunteerFilter(scheduler, authority.check_volunteer),
+            expected_worker_cn=expected_worker_cn,
+        )
+    )
     scheduler.hubcat_gate = authority
-    logger.info("hubcat gate installed (grid directory %s)", authority.directory)
-
-
-def _takes_comm(handler) -> bool:
-    from distributed.core import _expects_comm
-
-    return _expects_comm(handler)
-
-
-def _refusal(op: str, reason: str) -> dict:
-    return {"status": "error", "message": f"hubcat gate refused {op!r}: {reason}"}
+    logger.info("hubcat gate installed (scheduler folder %s)", authority.directory)
 
 
 def dask_setup(scheduler) -> None:
-    """Preload hook: install the gate using the grid directory in ``HUBCAT_GRID_DIR``."""
-    from grid.errors import EnrollmentError
+    """Preload hook: install the gate using the scheduler folder in ``HUBCAT_GRID_DIR``.
 
-    directory = os.environ.get("HUBCAT_GRID_DIR")
-    if not directory:
-        msg = (
-            "the grid.gate preload needs HUBCAT_GRID_DIR set to the grid directory "
-            "(run the scheduler with `hubcat grid scheduler DIR`)"
-        )
-        raise EnrollmentError(msg)
-    install_gate(scheduler, GridAuthority.open(directory))
+    Dask logs a failing preload and goes on; a grid scheduler without its gate must not, so a
+    failure here ends the process (exit status 3) after saying why.
+    """
+    try:
+        directory = os.environ.get("HUBCAT_GRID_DIR")
+        if not directory:
+            msg = (
+                "the grid.gate preload needs HUBCAT_GRID_DIR set to the scheduler's folder "
+                "(run the scheduler with `hubcat grid scheduler --dir GRID`)"
+            )
+            raise EnrollmentError(msg)
+        install_gate(scheduler, GridAuthority(directory))
+    except Exception as exc:
+        logger.critical("hubcat gate not installed, the scheduler stops: %s", exc)
+        print(f"hubcat grid scheduler: {exc}", file=sys.stderr, flush=True)
+        os._exit(3)

@@ -154,8 +154,14 @@ _S3_ENV = (
 def _operator_key_outside_home(tmp_path_factory):
     """Commands that sign catalogues use a key made for this test session, never ~/.hubcat."""
     if "HUBCAT_SIGNING_KEY" in os.environ:
+        os.environ.setdefault(
+            "HUBCAT_LEDGER_KEY", str(tmp_path_factory.mktemp("ledger-key") / "ledger.key")
+        )
         yield
         return
-    os.environ["HUBCAT_SIGNING_KEY"] = str(tmp_path_factory.mktemp("operator-key") / "hubcat.key")
+    folder = tmp_path_factory.mktemp("operator-key")
+    os.environ["HUBCAT_SIGNING_KEY"] = str(folder / "hubcat.key")
+    os.environ.setdefault("HUBCAT_LEDGER_KEY", str(folder / "ledger.key"))
     yield
     os.environ.pop("HUBCAT_SIGNING_KEY", None)
+    os.environ.pop("HUBCAT_LEDGER_KEY", None)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -127,7 +126,9 @@ def _scheduler(args: argparse.Namespace) -> int:
         print(" ".join(f"{k}={v!r}" for k, v in env.items()), " ".join(argv))
         return 0
     print(f"grid scheduler on tls://{args.host}:{args.port} (dashboard http://{args.dashboard})")
-    return subprocess.call(argv, env={**os.environ, **env})
+    from grid._procs import scheduler_environment
+
+    return subprocess.call(argv, env=scheduler_environment(env))
 
 
 def _status(args: argparse.Namespace) -> int:

@@ -63,7 +63,7 @@ def test_no_workers_stops_cleanly_then_resumes_with_adaptive_replication(tmp_pat
     come back, and volunteers that earned trust then get single replicas plus canaries."""
     from distributed import Client, LocalCluster
 
-    from grid import CreditLedger, UnitRecords
+    from grid import CreditLedger, UnitRecords, load_ledger_key
     from grid._selftest import synthetic_tile_store
     from tiling.storage import open_object_store
 
@@ -97,5 +97,8 @@ def test_no_workers_stops_cleanly_then_resumes_with_adaptive_replication(tmp_pat
     assert resumed.canaries_run == 2 and not resumed.liars
     # quorum 2, then a single replica twice, plus the canaries that finished before the run did
     assert 4 <= resumed.replicas_run <= 6
-    ledger = CreditLedger(open_object_store(store.uri).child("grid/ledger"))
+    ledger = CreditLedger(
+        open_object_store(store.uri).child("grid/ledger"),
+        public_key=load_ledger_key().public_key(),
+    )
     assert {e["event"] for e in ledger.entries()} == {"valid"}

@@ -22,18 +22,36 @@ def _peercert(path):
 
 def test_init_creates_ca_operator_and_scheduler(authority):
     d = authority.directory
-    for name in (
-        "ca.pem",
-        "ca.key",
-        "operator.pem",
-        "operator.key",
-        "scheduler.pem",
-        "scheduler.key",
-    ):
+    for name in ("ca.pem", "ca.key", "operator.pem", "operator.key", "ledger.key", "ledger.pub"):
         assert (d / name).is_file(), name
-    assert (d / "ca.key").stat().st_mode & 0o077 == 0
+    for name in ("ca.key", "operator.key", "ledger.key"):
+        assert (d / name).stat().st_mode & 0o077 == 0
     ident = peer_identity(_peercert(d / "operator.pem"))
     assert (ident.cn, ident.role) == ("hubcat-operator", "operator")
+    # the scheduler's folder holds its own certificate, the CA certificate and the register,
+    # and none of the operator's secrets
+    sched = authority.scheduler_folder
+    assert sorted(p.name for p in sched.iterdir()) == [
+        "ca.pem",
+        "enrolled.json",
+        "scheduler.key",
+        "scheduler.pem",
+    ]
+    assert GridAuthority(sched).secrets_present() == []
+    ident = peer_identity(_peercert(sched / "scheduler.pem"))
+    assert (ident.cn, ident.role) == ("hubcat-scheduler", "scheduler")
+
+
+def test_register_reaches_the_scheduler_folder(authority):
+    authority.enroll("vol-carol", days=1, account="carol@example.org")
+    sched = GridAuthority(authority.scheduler_folder)
+    assert sched.is_scheduler_folder
+    assert sched.register()["volunteers"]["vol-carol"]["account"] == "carol@example.org"
+    assert authority.accounts()["vol-carol"] == "carol@example.org"
+    authority.revoke("vol-carol")
+    assert sched.register()["volunteers"]["vol-carol"]["revoked"]
+    with pytest.raises(EnrollmentError, match="scheduler's folder"):
+        sched.enroll("vol-dave")
 
 
 def test_init_refuses_existing_ca(authority):

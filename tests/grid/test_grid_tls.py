@@ -148,7 +148,8 @@ def test_volunteer_may_not_call_operator_handlers_or_touch_other_workers(grid, h
     retire, metadata, identity = asyncio.run(calls())
     assert retire["status"] == "error" and "own workers" in retire["message"]
     assert metadata["status"] == "error" and "may not call 'get_metadata'" in metadata["message"]
-    assert identity["type"] == "Scheduler"  # harmless handlers still answer
+    # no cluster-wide reads: a volunteer cannot list the workers and keys
+    assert identity["status"] == "error" and "may not call 'identity'" in identity["message"]
     assert victim in grid["client"].scheduler_info(n_workers=-1)["workers"]
 
 
@@ -171,7 +172,7 @@ def test_nothing_from_a_worker_is_unpickled_by_the_operator(grid, honest):
 def test_bad_results_are_rejected_not_credited_and_rerun(grid, honest, small_tile_store):
     """Two dishonest volunteers (NaN, shape, dtype, hash, perturbed in turn) and two honest ones."""
     from embeddings import EmbeddingStore, embed_tiles, load_model
-    from grid import CreditLedger
+    from grid import CreditLedger, load_ledger_key
     from tiling.storage import open_object_store
 
     liars = LIARS
@@ -200,7 +201,10 @@ def test_bad_results_are_rejected_not_credited_and_rerun(grid, honest, small_til
         _, tiles = small_tile_store.read_unit(rec.unit_key)
         assert np.min(np.sum(got * embed_tiles(model, tiles), axis=1)) >= config.min_cosine
 
-    ledger = CreditLedger(open_object_store(small_tile_store.uri).child("grid/ledger"))
+    ledger = CreditLedger(
+        open_object_store(small_tile_store.uri).child("grid/ledger"),
+        public_key=load_ledger_key().public_key(),
+    )
     ledger.verify()
     expected = {
         "nan": "nan",

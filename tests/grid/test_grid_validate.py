@@ -110,8 +110,15 @@ def test_agree_detects_plausible_perturbation():
     assert not agree(v, v[:2], 0.9999)
 
 
+def _key():
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    return Ed25519PrivateKey.generate()
+
+
 def test_ledger_credit_trust_and_chain(tmp_path):
-    ledger = CreditLedger(LocalObjectStore(tmp_path / "ledger"))
+    key = _key()
+    ledger = CreditLedger(LocalObjectStore(tmp_path / "ledger"), signing_key=key)
     c = cobblestones(10, 0.77e9)
     assert c == pytest.approx(10 * 8 * 0.77e9 * 200 / 86400e9)
     for i in range(3):
@@ -122,15 +129,64 @@ def test_ledger_credit_trust_and_chain(tmp_path):
     assert s["vol-a"].credit == pytest.approx(3 * c)
     assert (s["vol-b"].invalid, s["vol-b"].credit, s["vol-b"].streak) == (1, 0.0, 0)
     ledger.append("vol-a", "invalid", unit="u9", reason="mismatch")
-    assert CreditLedger(ledger.store).streak("vol-a") == 0  # trust reset, credit kept
-    ledger.verify()
-    # editing an entry breaks the chain
-    key = "0000000001.json"
-    entry = json.loads(ledger.store.get(key))
-    entry["credit"] = 1e9
-    ledger.store.put(key, json.dumps(entry).encode())
-    with pytest.raises(GridError, match="broken at entry 1"):
-        CreditLedger(ledger.store).verify()
+    assert CreditLedger(ledger.store, public_key=key.public_key()).streak("vol-a") == 0
+    assert ledger.verify().verified == 5
+    # removing an entry breaks the chain
+    removed = ledger.store.get("0000000002.json")
+    ledger.store.delete("0000000002.json")
+    with pytest.raises(GridError, match="broken at entry 2"):
+        CreditLedger(ledger.store, public_key=key.public_key()).verify()
+    ledger.store.put("0000000002.json", removed)
+
+
+def test_forged_ledger_entries_are_named_and_never_counted(tmp_path):
+    """The attack of the issue: entries edited from invalid to valid, and a dozen valid
+    entries for a name that was never enrolled, with the hash chain recomputed to match."""
+    from grid._ledger import _hash
+
+    key = _key()
+    ledger = CreditLedger(LocalObjectStore(tmp_path / "ledger"), signing_key=key)
+    ledger.append("vol-a", "valid", unit="u0", tiles=10, credit=1.0)
+    ledger.append("vol-liar", "invalid", unit="u1", reason="mismatch")
+    # the forger rewrites entry 1 as valid and appends 12 entries for an unenrolled name,
+    # keeping the hash chain consistent (the chain alone has no secret)
+    entries = ledger.entries()
+    forged = dict(entries[1], event="valid", credit=1e6, tiles=10, reason="")
+    forged["hash"] = _hash(forged)
+    ledger.store.put("0000000001.json", json.dumps(forged, sort_keys=True).encode())
+    prev = forged["hash"]
+    for i in range(12):
+        e = {
+            "seq": 2 + i,
+            "time": 0.0,
+            "volunteer": "vol-ghost",
+            "event": "valid",
+            "unit": f"g{i}",
+            "tiles": 10,
+            "credit": 1e6,
+            "reason": "",
+            "model_digest": "",
+            "prev": prev,
+            "sig": forged.get("sig", ""),
+        }
+        e["hash"] = _hash(e)
+        prev = e["hash"]
+        ledger.store.put(f"{2 + i:010d}.json", json.dumps(e).encode())
+    reader = CreditLedger(ledger.store, public_key=key.public_key())
+    report = reader.check()
+    assert report.unsigned == list(range(1, 14)) and report.verified == 1
+    with pytest.raises(GridError, match=r"entries 1, 2, .* are not signed"):
+        reader.verify()
+    summary = reader.summary()
+    assert "vol-ghost" not in summary
+    assert "vol-liar" not in summary  # its edited entry no longer counts at all
+    assert reader.streak("vol-ghost") == 0
+    # a ledger key of someone else's signs nothing that counts
+    other = CreditLedger(ledger.store, signing_key=_key())
+    other.append("vol-ghost", "valid", unit="x", tiles=1, credit=5.0)
+    assert "vol-ghost" not in CreditLedger(ledger.store, public_key=key.public_key()).summary()
+    with pytest.raises(GridError, match="read-only"):
+        reader.append("vol-a", "valid")
 
 
 @pytest.mark.parametrize(

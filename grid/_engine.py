@@ -1,0 +1,770 @@
+"""The operator's validator and planner of one grid run (single-threaded, operator side).
+
+It places replicas, reads who computed each one from the scheduler's own records, validates
+and compares results, accepts units into the :class:`embeddings.EmbeddingStore`, signs credit
+into the :class:`grid.CreditLedger`, and reaches back when a volunteer is caught. The state of
+every unit lives in :class:`grid.UnitRecords` (:class:`UnitState`, :class:`ReplicaStatus`), so a
+stopped operator resumes where it was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import time
+import uuid
+from enum import StrEnum
+
+from grid._ledger import CreditLedger, cobblestones
+from grid._records import UnitRecords, slug
+from grid._results import ResultStore, agree, check_replica
+from grid._task import run_replica
+from grid.errors import GridConfigError, InvalidResultError
+
+__all__ = ["LOCAL_VOLUNTEER", "Engine", "ReplicaStatus", "UnitState"]
+
+logger = logging.getLogger("grid")
+
+#: The volunteer name recorded for units computed on a LocalCluster (the operator's machine).
+LOCAL_VOLUNTEER = "local"
+
+
+class UnitState(StrEnum):
+    """Where a unit is: waiting for a quorum, accepted, or out of replicas."""
+
+    PENDING = "pending"
+    ACCEPTED = "accepted"
+    DISPUTED = "disputed"
+
+
+class ReplicaStatus(StrEnum):
+    """What became of one replica."""
+
+    RUNNING = "running"
+    VALID = "valid"
+    INVALID = "invalid"
+    FAILED = "failed"
+    LOST = "lost"
+
+
+_COUNTED = (ReplicaStatus.VALID, ReplicaStatus.INVALID, ReplicaStatus.FAILED)
+
+
+class Engine:
+    """Plan, place, validate, accept and credit the units of one run.
+
+    Parameters
+    ----------
+    tile_store : tiling.TileStore
+    model : embeddings.EmbeddingModel
+    emb : embeddings.EmbeddingStore
+    client : distributed.Client
+    config : GridConfig
+    quorum : int
+        Agreeing replicas on distinct volunteers (and accounts) that accept a unit.
+    local : bool
+        The client belongs to a LocalCluster this run started (the operator's own processes).
+    report : GridReport
+        Filled in as the run goes.
+    ledger_key : Ed25519PrivateKey
+        Signs the credit ledger.
+    accounts : dict or None
+        Volunteer name -> enrolment account (replicas of a unit go to different accounts).
+    revoked : callable or None
+        ``revoked(name) -> bool`` from the operator's register.
+    callback : callable or None
+        ``callback(event, unit_key)``.
+    """
+
+    def __init__(
+        self,
+        tile_store,
+        model,
+        emb,
+        client,
+        config,
+        quorum: int,
+        local: bool,
+        report,
+        *,
+        ledger_key,
+        accounts: dict[str, str] | None = None,
+        revoked=None,
+        callback=None,
+        model_name=None,
+        weights=None,
+    ) -> None:
+        from tiling.storage import open_object_store
+
+        self.ts = tile_store
+        self.model = model
+        self.emb = emb
+        self.client = client
+        self.cfg = config
+        self.quorum = quorum
+        self.local = local
+        self.report = report
+        self.callback = callback
+        self.model_name_arg = model_name
+        self.weights_arg = weights
+        self.accounts = accounts or {}
+        self.register_revoked = revoked or (lambda name: False)
+        self.scheduler_revoked: set[str] = set()
+        self.rng = random.Random(config.seed)
+        self.placement = random.SystemRandom()  # which volunteers get a unit: not predictable
+        base = open_object_store(tile_store.uri)
+        self.root = base.child(f"grid/{model.digest}")
+        self.records = UnitRecords(self.root)
+        self.results = ResultStore(self.root.child("results"))
+        self.ledger = CreditLedger(base.child("grid/ledger"), signing_key=ledger_key)
+        self.futures: dict = {}  # future -> (unit_key, replica_id, submitted_at, kind)
+        self.units: dict[str, dict] = {}
+        self.unit_refs: dict[str, object] = {}
+        self.vectors: dict[tuple[str, str], object] = {}
+        self.names: dict[str, str] = {}
+        self.accepted_keys: list[str] = []
+        self.streaks: dict[str, int] | None = None
+        self.transfer = self._transfer_mode(base)
+        self.endpoint = None
+        self.layouts: dict[str, dict] = {}
+        self.zarr_meta: dict[str, dict] = {}
+        self.gated = False
+
+    # -- set-up ---------------------------------------------------------------------------
+    def _transfer_mode(self, base) -> str:
+        mode = self.cfg.transfer_mode(local=self.local, remote=hasattr(base, "presigned_get_url"))
+        if mode == "presigned" and not hasattr(base, "presigned_get_url"):
+            msg = (
+                f"pre-signed URLs were asked for but the tile store {self.ts.uri} is not under "
+                "s3://; pre-signed URLs serve S3 stores only: use transfer='endpoint' for folders"
+            )
+            raise GridConfigError(msg)
+        return mode
+
+    def start(self) -> None:
+        """Open the replica endpoint (when used) and find out whether the scheduler is gated."""
+        if self.transfer == "endpoint":
+            from grid._endpoint import ReplicaEndpoint
+
+            sec = getattr(self.client, "security", None)
+            cert = getattr(sec, "tls_client_cert", None)
+            key = getattr(sec, "tls_client_key", None)
+            self.endpoint = ReplicaEndpoint(
+                self.ts,
+                self.results,
+                host=self.cfg.endpoint_host,
+                port=self.cfg.endpoint_port,
+                advertise=self.cfg.endpoint_advertise,
+                certfile=cert,
+                keyfile=key,
+            )
+        if not self.local:
+            try:
+                answer = self.client.sync(self.client.scheduler.hubcat_attribution, keys=[])
+            except Exception:
+                answer = None
+            self.gated = isinstance(answer, dict)
+            address = str(getattr(self.client.scheduler, "address", ""))
+            if address.startswith("tls://") and not self.gated:
+                msg = (
+                    f"the scheduler at {address} does not run the hubcat gate: on a TLS grid, "
+                    "start it with `hubcat grid scheduler --dir GRID`"
+                )
+                raise GridConfigError(msg)
+
+    def close(self) -> None:
+        if self.endpoint is not None:
+            self.endpoint.close()
+
+    # -- bookkeeping ----------------------------------------------------------------------
+    def refresh_workers(self) -> dict[str, str]:
+        info = self.client.scheduler_info(n_workers=-1)
+        prefix = "local-" if self.local else ""  # local workers are named 0, 1, ...
+        self.names = {
+            addr: f"{prefix}{w.get('name', addr)}" for addr, w in info.get("workers", {}).items()
+        }
+        self.threads = sum(int(w.get("nthreads", 1)) for w in info.get("workers", {}).values())
+        if self.gated:
+            with contextlib.suppress(Exception):
+                removed = self.client.sync(self.client.scheduler.hubcat_revoked)
+                self.scheduler_revoked = set(removed or ())
+        return self.names
+
+    def is_revoked(self, name: str | None) -> bool:
+        """Whether ``name`` was revoked (by the operator's register or the scheduler's gate)."""
+        return bool(name) and (name in self.scheduler_revoked or self.register_revoked(name))
+
+    def window(self) -> int:
+        """How many replicas may be in flight: twice the workers' threads, at least 4."""
+        if self.cfg.max_in_flight is not None:
+            return self.cfg.max_in_flight
+        return max(4, 2 * getattr(self, "threads", 1))
+
+    def save(self, rec: dict) -> None:
+        self.records.put(rec)
+
+    def load(self, unit) -> dict:
+        rec = self.records.get(unit.unit_key)
+        if rec is None:
+            rec = {
+                "unit_key": unit.unit_key,
+                "tile_ids": [str(t) for t in unit.tile_ids],
+                "state": UnitState.PENDING,
+                "replicas": {},
+                "accepted": None,
+            }
+            self.save(rec)
+        for r in rec["replicas"].values():
+            if r["status"] == ReplicaStatus.RUNNING:  # a previous process stopped while it ran
+                r["status"] = ReplicaStatus.LOST
+        rec["single"] = False
+        self.units[unit.unit_key] = rec
+        self.unit_refs[unit.unit_key] = unit
+        return rec
+
+    def account(self, name: str) -> str:
+        return self.accounts.get(name, name)
+
+    def used_workers(self, rec: dict) -> set[str]:
+        return {
+            r["worker"]
+            for r in rec["replicas"].values()
+            if r["status"] in _COUNTED and r.get("worker")
+        }
+
+    def counted(self, rec: dict) -> int:
+        return sum(r["status"] in _COUNTED for r in rec["replicas"].values())
+
+    def running(self, rec: dict) -> int:
+        return sum(r["status"] == ReplicaStatus.RUNNING for r in rec["replicas"].values())
+
+    def trusted(self, name: str) -> bool:
+        if self.streaks is None:
+            self.streaks = {n: v.streak for n, v in self.ledger.summary().items()}
+        return self.quorum > 1 and self.streaks.get(name, 0) >= self.cfg.trust_after
+
+    def record_outcome(self, name: str, valid: bool) -> None:
+        if self.streaks is not None:
+            self.streaks[name] = self.streaks.get(name, 0) + 1 if valid else 0
+
+    # -- placement and submission ---------------------------------------------------------
+    def in_flight(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for _uk, _rid, _t, _kind, addr in self.futures.values():
+            counts[addr] = counts.get(addr, 0) + 1
+        return counts
+
+    def pick(self, candidates: list[str]) -> list[str] | None:
+        """One worker, chosen by the operator at random among the least busy candidates."""
+        if self.local and self.quorum == 1:
+            return None  # the operator's own processes: let the scheduler balance
+        if not candidates:
+            return None
+        load = self.in_flight()
+        least = min(load.get(a, 0) for a in candidates)
+        return [self.placement.choice([a for a in candidates if load.get(a, 0) == least])]
+
+    def submit(self, rec: dict, *, workers: list[str] | None, kind: str = "replica") -> None:
+        rid = uuid.uuid4().hex
+        unit_slug = slug(rec["unit_key"])
+        spec = {
+            "tile_store": self.ts.uri,
+            "unit_key": rec["unit_key"],
+            "tile_ids": rec["tile_ids"],
+            "slug": unit_slug,
+            "replica": rid,
+            "results": self.results.uri,
+            "model_name": self.model_name_arg,
+            "weights": self.weights_arg,
+            "weights_sha256": self.model.weights_sha256,
+            "digest": self.model.digest,
+        }
+        if self.transfer == "presigned":
+            spec.update(self.presigned_spec(rec, unit_slug, rid))
+        elif self.transfer == "endpoint":
+            unit = self.unit_refs[rec["unit_key"]]
+            transfer = self.endpoint.grant(
+                unit, unit_slug, rid, self.model.dim, self.cfg.url_expires
+            )
+            spec.update(
+                {"tile_store": None, "results": None, "transfer": {**transfer, "endpoint": True}}
+            )
+        fut = self.client.submit(
+            run_replica,
+            spec,
+            key=f"hubcat-unit-{rid}",
+            workers=workers,
+            allow_other_workers=False,
+            pure=False,
+            priority=10 if rec["replicas"] else 0,
+        )
+        addr = workers[0] if workers else ""
+        if kind != "canary":
+            rec["replicas"][rid] = {
+                "worker": None,
+                "placed": self.names.get(addr) if addr else None,
+                "status": ReplicaStatus.RUNNING,
+                "kind": kind,
+                "reason": "",
+            }
+        self.futures[fut] = (rec["unit_key"], rid, time.monotonic(), kind, addr)
+
+    def presigned_spec(self, rec: dict, unit_slug: str, rid: str) -> dict:
+        """Pre-signed URLs of one replica; the worker then gets no store URI at all."""
+        from grid._presign import chunk_layout, presign_replica
+
+        key = rec["unit_key"]
+        if key not in self.layouts:
+            unit = self.unit_refs.get(key) or self.ts.unit(key)
+            layout = chunk_layout(self.ts, unit, self.zarr_meta)
+            self.layouts[key] = {**layout, "sha256": unit.sha256}
+        transfer = presign_replica(
+            self.ts.objects, self.results, self.layouts[key], unit_slug, rid, self.cfg.url_expires
+        )
+        return {"tile_store": None, "results": None, "transfer": transfer}
+
+    def eligible(self, rec: dict) -> list[str]:
+        """Workers that may take another replica of ``rec``: new volunteers of new accounts."""
+        used = self.used_workers(rec) | {
+            r.get("placed")
+            for r in rec["replicas"].values()
+            if r["status"] == ReplicaStatus.RUNNING and r.get("placed")
+        }
+        used_accounts = {self.account(n) for n in used}
+        return [
+            a
+            for a, n in self.names.items()
+            if n not in used and self.account(n) not in used_accounts and not self.is_revoked(n)
+        ]
+
+    def plan(self, rec: dict) -> None:
+        """Submit what ``rec`` still needs (nothing when accepted, disputed or busy)."""
+        if rec["state"] != UnitState.PENDING or not self.names:
+            return
+        required = 1 if rec["single"] else self.quorum
+        if self.best_group(rec) >= required:
+            return
+        if self.counted(rec) >= self.cfg.max_replicas:
+            rec["state"] = UnitState.DISPUTED
+            self.save(rec)
+            self.emit("disputed", rec["unit_key"])
+            return
+        running = self.running(rec)
+        if not rec["replicas"] and self.quorum > 1:
+            trusted = [
+                a for a, n in self.names.items() if self.trusted(n) and not self.is_revoked(n)
+            ]
+            if trusted and self.rng.random() >= self.cfg.spot_check_rate:
+                rec["single"] = True  # adaptive replication: one trusted result suffices
+                self.submit(rec, workers=self.pick(trusted))
+                self.maybe_canary(trusted)
+                return
+        # a full quorum is placed at once, each replica on a volunteer the operator picks
+        need = required - self.best_group(rec) - running
+        for _ in range(max(need, 0)):
+            if self.local and self.quorum == 1:
+                self.submit(rec, workers=None)
+                return
+            candidates = self.eligible(rec)
+            if not candidates:
+                return
+            self.submit(rec, workers=self.pick(candidates))
+
+    def maybe_canary(self, trusted: list[str]) -> None:
+        """Now and then, send an already-accepted unit (a known answer) to a trusted volunteer.
+
+        A canary is submitted exactly like a replica (same task, same kind of key and spec), so
+        a volunteer cannot tell it from real work.
+        """
+        if not self.accepted_keys or self.rng.random() >= self.cfg.canary_rate:
+            return
+        key = self.rng.choice(self.accepted_keys)
+        rec = self.units.get(key) or self.load(self.ts.unit(key))
+        self.submit(rec, workers=self.pick(trusted), kind="canary")
+        self.report.canaries_run += 1
+
+    # -- results --------------------------------------------------------------------------
+    def worker_of(self, fut) -> str | None:
+        """Who computed ``fut``: from the scheduler's own records, never from a worker's word."""
+        if self.local:
+            return LOCAL_VOLUNTEER
+        if self.gated:
+            try:
+                done = self.client.sync(
+                    self.client.scheduler.hubcat_attribution, keys=[fut.key], forget=True
+                )
+            except Exception:
+                return None
+            return (done or {}).get(str(fut.key))
+        # a cluster of the operator's own processes without the gate (tcp://, tests)
+        try:
+            who = self.client.who_has([fut]).get(fut.key, ())
+        except Exception:
+            return None
+        for addr in who:
+            return self.names.get(addr) or self.refresh_workers().get(addr)
+        return None
+
+    def handle(self, fut) -> None:
+        unit_key, rid, _t0, kind, _addr = self.futures.pop(fut)
+        rec = self.units[unit_key]
+        status = fut.status
+        worker = self.worker_of(fut) if status == "finished" else None
+        if self.endpoint is not None:
+            self.endpoint.settle(rid)
+        if kind == "canary":
+            self.handle_canary(fut, unit_key, rid, worker)
+            return
+        rep = rec["replicas"].get(rid)
+        if rep is None:
+            return
+        if status == "finished" and worker is None:
+            rep["status"] = ReplicaStatus.LOST
+            rep["reason"] = "finished but its worker left before it was attributed"
+            self.report.replicas_lost += 1
+        elif status == "finished" and self.is_revoked(worker):
+            rep["status"] = ReplicaStatus.LOST
+            rep["reason"] = f"{worker} was revoked; its result is discarded"
+            self.report.replicas_lost += 1
+        elif status == "finished":
+            rep["worker"] = worker
+            self.report.replicas_run += 1
+            self.validate(rec, rid, rep)
+        elif status == "error":
+            rep["status"] = ReplicaStatus.FAILED
+            rep["worker"] = rep.get("placed")
+            rep["reason"] = self.error_text(fut)
+            self.report.replicas_failed += 1
+            logger.warning("unit %s replica failed: %s", unit_key, rep["reason"])
+        else:  # cancelled / lost with its worker
+            rep["status"] = ReplicaStatus.LOST
+            rep["reason"] = status
+            self.report.replicas_lost += 1
+        fut.release()
+        self.save(rec)
+        self.plan(rec)
+
+    def error_text(self, fut) -> str:
+        if not self.local:
+            # Never unpickle what a volunteer sent (the gate also replaces it by plain text).
+            return f"task {fut.key} failed on a worker; see the scheduler log"
+        try:
+            exc = fut.exception(timeout=5)
+        except Exception as e:
+            return f"{type(e).__name__}: {e}"
+        return f"{type(exc).__name__}: {exc}"[:500]
+
+    def read_checked(self, rec: dict, rid: str, label: str, *, expect_sha: str | None = None):
+        """A replica's vectors and their sha256, validated (sizes checked before any read).
+
+        Raises
+        ------
+        InvalidResultError
+            As :func:`grid.check_replica`; ``"tampered"`` when the stored bytes are not those
+            the endpoint received (or that were validated before), which is not the volunteer's
+            doing.
+        """
+        n, dim = len(rec["tile_ids"]), self.model.dim
+        got = self.endpoint.take(rid) if self.endpoint is not None else None
+        if got is not None:  # exactly what the volunteer sent through its capability
+            receipt, data = ResultStore.parse(got[0], got[1], label)
+        else:
+            receipt, data = self.results.read(slug(rec["unit_key"]), rid, max_bytes=n * dim * 4)
+        vectors = check_replica(
+            receipt, data, n_tiles=n, dim=dim, norm_tolerance=self.cfg.norm_tolerance, label=label
+        )
+        received = expect_sha
+        if received is not None and received != receipt.get("sha256"):
+            msg = f"{label}: the stored result is not the one received (changed in storage)"
+            raise InvalidResultError("tampered", msg)
+        return vectors, receipt["sha256"]
+
+    def validate(self, rec: dict, rid: str, rep: dict) -> None:
+        label = f"unit {rec['unit_key']} replica from {rep['worker']}"
+        others = self.used_workers(rec)
+        if rep["worker"] in others or self.account(rep["worker"]) in {
+            self.account(w) for w in others
+        }:
+            rep["status"] = ReplicaStatus.LOST  # not independent; re-plan elsewhere
+            rep["reason"] = "same volunteer or account as another replica"
+            self.report.replicas_run -= 1
+            self.report.replicas_lost += 1
+            return
+        try:
+            vec, sha = self.read_checked(rec, rid, label)
+        except InvalidResultError as exc:
+            if exc.reason == "tampered":  # not the volunteer's doing: discard and re-run
+                rep["status"], rep["reason"] = ReplicaStatus.LOST, str(exc)
+                self.report.replicas_lost += 1
+                logger.warning("%s", exc)
+                return
+            self.invalid(rec, rid, rep, exc.reason, str(exc))
+            return
+        rep["status"] = ReplicaStatus.VALID
+        rep["sha256"] = sha
+        self.vectors[(rec["unit_key"], rid)] = vec
+        self.decide(rec)
+
+    def replica_vectors(self, rec: dict, rid: str):
+        key = (rec["unit_key"], rid)
+        if key not in self.vectors:
+            sha = rec["replicas"].get(rid, {}).get("sha256")
+            label = f"unit {rec['unit_key']}"
+            self.vectors[key], _ = self.read_checked(rec, rid, label, expect_sha=sha)
+        return self.vectors[key]
+
+    def groups(self, rec: dict):
+        valid = [
+            (rid, r) for rid, r in rec["replicas"].items() if r["status"] == ReplicaStatus.VALID
+        ]
+        for rid, _rep in valid:
+            ref = self.replica_vectors(rec, rid)
+            group = [
+                (o, orep)
+                for o, orep in valid
+                if o == rid or agree(ref, self.replica_vectors(rec, o), self.cfg.min_cosine)
+            ]
+            yield rid, group, valid
+
+    def best_group(self, rec: dict) -> int:
+        """Size (distinct volunteers) of the largest group of agreeing valid replicas."""
+        return max((len({r["worker"] for _, r in g}) for _, g, _ in self.groups(rec)), default=0)
+
+    def decide(self, rec: dict) -> None:
+        need = 1 if rec["single"] else self.quorum
+        for rid, group, valid in self.groups(rec):
+            if len({orep["worker"] for _, orep in group}) >= need:
+                self.accept(rec, rid, group, valid)
+                return
+
+    def accept(self, rec: dict, rid: str, group: list, valid: list) -> None:
+        in_group = {o for o, _ in group}
+        for o, orep in valid:
+            if o not in in_group:
+                self.invalid(rec, o, orep, "mismatch", "disagrees with the accepted result")
+        vec = self.replica_vectors(rec, rid)
+        volunteers = sorted({orep["worker"] for _, orep in group})
+        sha = self.emb.write(rec["unit_key"], rec["tile_ids"], vec, volunteers=volunteers)
+        rec["state"] = UnitState.ACCEPTED
+        rec["accepted"] = {
+            "replica": rid,
+            "sha256": sha,
+            "volunteers": volunteers,
+            "single": bool(rec["single"]),
+        }
+        credit = cobblestones(len(rec["tile_ids"]), self.cfg.flop_per_forward)
+        for name in volunteers:
+            self.record_outcome(name, True)
+            self.ledger.append(
+                name,
+                "valid",
+                unit=rec["unit_key"],
+                tiles=len(rec["tile_ids"]),
+                credit=credit,
+                model_digest=self.model.digest,
+            )
+        for fut, (uk, r, _t, kind, _a) in list(self.futures.items()):
+            if uk == rec["unit_key"] and kind != "canary":
+                fut.cancel()  # surplus replicas
+                self.futures.pop(fut)
+                rec["replicas"][r]["status"] = ReplicaStatus.LOST
+                rec["replicas"][r]["reason"] = "not needed"
+                if self.endpoint is not None:
+                    self.endpoint.settle(r)
+                    self.endpoint.take(r)
+        self.accepted_keys.append(rec["unit_key"])
+        self.report.units_accepted += 1
+        self.save(rec)
+        self.emit("accepted", rec["unit_key"])
+
+    def invalid(self, rec: dict, rid: str, rep: dict, reason: str, text: str) -> None:
+        rep["status"] = ReplicaStatus.INVALID
+        rep["reason"] = f"{reason}: {text}"
+        rec["single"] = False  # a unit with an invalid result needs a full quorum
+        self.report.replicas_invalid += 1
+        name = rep["worker"]
+        logger.warning("invalid result from %s: %s", name, text)
+        self.record_outcome(name, False)
+        self.ledger.append(
+            name, "invalid", unit=rec["unit_key"], reason=reason, model_digest=self.model.digest
+        )
+        if name not in self.report.liars:
+            self.report.liars.append(name)
+        self.reopen_singles({name})
+
+    def reopen_singles(self, names: set[str]) -> None:
+        """Every unit ever accepted on the word of one of ``names`` alone, in any run, is
+        reopened: its vectors leave the embedding store, its credit is revoked by a signed
+        entry, and it is recomputed with a full quorum."""
+        for rec in self.records.all():
+            acc = rec.get("accepted") or {}
+            if rec.get("state") != UnitState.ACCEPTED or not acc.get("single"):
+                continue
+            if not set(acc.get("volunteers") or ()) <= names:
+                continue
+            key = rec["unit_key"]
+            if key in self.units:
+                rec = self.units[key]
+            else:
+                unit = self.ts.unit(key)
+                rec = self.load(unit)
+            (name,) = acc["volunteers"]
+            self.emb.revoke(key)
+            self.ledger.append(
+                name,
+                "revoked",
+                unit=key,
+                tiles=len(rec["tile_ids"]),
+                credit=-cobblestones(len(rec["tile_ids"]), self.cfg.flop_per_forward),
+                reason="accepted on the word of a volunteer later caught",
+                model_digest=self.model.digest,
+            )
+            if acc.get("replica") in rec["replicas"]:
+                rec["replicas"][acc["replica"]]["status"] = ReplicaStatus.INVALID
+            rec["state"], rec["accepted"], rec["single"] = UnitState.PENDING, None, False
+            rec["reopened"] = rec.get("reopened", 0) + 1
+            if key in self.accepted_keys:
+                self.accepted_keys.remove(key)
+                self.report.units_accepted -= 1
+            self.report.units_reopened += 1
+            self.save(rec)
+            self.plan(rec)
+
+    def handle_canary(self, fut, unit_key: str, rid: str, worker: str | None) -> None:
+        rec = self.units[unit_key]
+        status = fut.status
+        fut.release()
+        if status != "finished" or worker is None:
+            return
+        self.report.replicas_run += 1
+        label = f"canary {unit_key} from {worker}"
+        try:
+            vec, _ = self.read_checked(rec, rid, label)
+            ok = agree(
+                vec, self.replica_vectors(rec, rec["accepted"]["replica"]), self.cfg.min_cosine
+            )
+            reason = "canary"
+        except InvalidResultError as exc:
+            ok, reason = False, exc.reason
+        if not ok:
+            self.invalid(
+                rec,
+                rid,
+                {"worker": worker, "status": ReplicaStatus.RUNNING},
+                reason,
+                f"{label} is wrong",
+            )
+
+    def emit(self, event: str, unit_key: str) -> None:
+        if self.callback is not None:
+            self.callback(event, unit_key)
+
+    # -- loop -----------------------------------------------------------------------------
+    def resume(self, planned: list) -> None:
+        """Load the planned units, and reopen what was accepted on a caught volunteer's word."""
+        for unit in planned:
+            rec = self.load(unit)
+            if rec["state"] == UnitState.ACCEPTED:
+                acc = rec["accepted"]
+                vec = self.replica_vectors(rec, acc["replica"])
+                self.emb.write(rec["unit_key"], rec["tile_ids"], vec, volunteers=acc["volunteers"])
+                self.report.units_accepted += 1
+                self.accepted_keys.append(rec["unit_key"])
+            elif rec["state"] == UnitState.DISPUTED:
+                rec["state"] = UnitState.PENDING  # a new run gives disputed units another chance
+                rec["replicas"] = {}
+        caught = self.ledger.caught()
+        if caught:
+            self.reopen_singles(caught)
+        # known answers for canaries: every unit accepted by a full quorum, in any run
+        for rec in self.records.all():
+            acc = rec.get("accepted") or {}
+            key = rec["unit_key"]
+            if rec.get("state") == UnitState.ACCEPTED and not acc.get("single"):
+                if key not in self.accepted_keys:
+                    self.accepted_keys.append(key)
+
+    def run(self, planned: list, progress) -> None:
+        from distributed import wait
+
+        self.resume(planned)
+        last_progress = time.monotonic()
+        done_before = -1
+        while True:
+            pending = [r for r in self.units.values() if r["state"] == UnitState.PENDING]
+            finished = self.report.units_accepted + sum(
+                r["state"] == UnitState.DISPUTED for r in self.units.values()
+            )
+            progress(finished)
+            canaries = [f for f, v in self.futures.items() if v[3] == "canary"]
+            if not pending and not canaries:
+                break
+            if finished != done_before:
+                done_before, last_progress = finished, time.monotonic()
+            self.refresh_workers()
+            window = self.window()
+            for rec in pending:
+                # start new units only while few are in flight, so that trust earned during the
+                # run (adaptive replication) applies to the units planned after it
+                if rec["replicas"] or len(self.futures) < window:
+                    self.plan(rec)
+            if not self.futures:
+                if time.monotonic() - last_progress > self.cfg.idle_timeout:
+                    logger.warning(
+                        "no worker and no progress for %.0f s: stopping", self.cfg.idle_timeout
+                    )
+                    break
+                time.sleep(0.5)
+                continue
+            with contextlib.suppress(TimeoutError):
+                wait(list(self.futures), timeout=1.0, return_when="FIRST_COMPLETED")
+            for fut in [f for f in self.futures if f.done()]:
+                if fut in self.futures:
+                    self.handle(fut)
+                    last_progress = time.monotonic()
+            self.expire()
+            if not self.names and time.monotonic() - last_progress > self.cfg.idle_timeout:
+                logger.warning("no worker for %.0f s: stopping", self.cfg.idle_timeout)
+                break
+        self.stop()
+
+    def expire(self) -> None:
+        """Re-plan replicas that waited too long for their worker, or whose worker was revoked."""
+        now = time.monotonic()
+        for fut, (uk, rid, t0, kind, addr) in list(self.futures.items()):
+            gone = addr and addr not in self.names
+            revoked = addr and self.is_revoked(self.names.get(addr, ""))
+            late = now - t0 > self.cfg.replica_timeout and fut.status == "pending"
+            if not (late or gone or revoked):
+                continue
+            fut.cancel()
+            self.futures.pop(fut)
+            if self.endpoint is not None:
+                self.endpoint.settle(rid)
+                self.endpoint.take(rid)
+            if kind != "canary":
+                rec = self.units[uk]
+                rep = rec["replicas"][rid]
+                rep["status"] = ReplicaStatus.LOST
+                rep["reason"] = (
+                    "its volunteer was revoked"
+                    if revoked
+                    else "its worker left"
+                    if gone
+                    else "timed out waiting for a worker"
+                )
+                self.report.replicas_lost += 1
+                self.save(rec)
+
+    def stop(self) -> None:
+        for fut in list(self.futures):
+            fut.cancel()
+        self.futures.clear()
+        for rec in self.units.values():
+            changed = False
+            for r in rec["replicas"].values():
+                if r["status"] == ReplicaStatus.RUNNING:
+                    r["status"], r["reason"], changed = ReplicaStatus.LOST, "run stopped", True
+            if changed:
+                self.save(rec)

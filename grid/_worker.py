@@ -1,0 +1,112 @@
+"""Worker-side helpers: the model, loaded once per process and verified before use.
+
+Used by the volunteer preload (:mod:`grid.volunteer`) and by :class:`ModelPlugin`, which does
+the same for the local cluster that :func:`grid.run_units` starts.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from distributed.diagnostics.plugin import WorkerPlugin
+
+from grid.errors import ModelVerificationError
+
+__all__ = ["ModelPlugin", "hardware_class", "set_torch_threads", "worker_model"]
+
+logger = logging.getLogger("grid.worker")
+
+_MODELS: dict[str, object] = {}
+_LOCK = threading.Lock()
+
+
+def hardware_class() -> str:
+    """A coarse hardware class of this CPU: ``avx512``, ``avx2``, ``neon`` or ``generic``."""
+    try:
+        flags = open("/proc/cpuinfo").read()
+    except OSError:
+        flags = ""
+    if " avx512f" in flags:
+        return "avx512"
+    if " avx2" in flags:
+        return "avx2"
+    if "asimd" in flags or "neon" in flags:
+        return "neon"
+    return "generic"
+
+
+def set_torch_threads(n: int) -> None:
+    """Use ``n`` intra-op threads in torch (once per process)."""
+    import torch
+
+    n = max(1, int(n))
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+
+
+def worker_model(
+    name: str | None, weights: str | None, weights_sha256: str, digest: str, threads: int
+):
+    """The model for this process, loaded once and verified before use.
+
+    Parameters
+    ----------
+    name, weights : str or None
+        As for :func:`embeddings.load_model`.
+    weights_sha256 : str
+        sha256 the operator expects of the weights file (hex).
+    digest : str
+        :attr:`embeddings.EmbeddingModel.digest` the operator expects.
+    threads : int
+        torch intra-op threads.
+
+    Raises
+    ------
+    ModelVerificationError
+        If the loaded model's weights or digest differ from the operator's.
+    """
+    from embeddings import EmbedConfig, load_model, verify_weights
+    from embeddings.errors import CorruptWeightsError
+
+    with _LOCK:
+        model = _MODELS.get(digest)
+        if model is None:
+            set_torch_threads(threads)
+            model = load_model(name, weights, config=EmbedConfig(threads=threads))
+            try:
+                verify_weights(model, weights_sha256)
+            except CorruptWeightsError as exc:
+                raise ModelVerificationError(str(exc)) from exc
+            if model.digest != digest:
+                msg = (
+                    f"model {model.name} on this worker has digest {model.digest}, the operator "
+                    f"expects {digest}: install the same hubcat, timm and weights versions"
+                )
+                raise ModelVerificationError(msg)
+            _MODELS[digest] = model
+        return model
+
+
+class ModelPlugin(WorkerPlugin):
+    """Worker plugin that loads and verifies the model once per worker process.
+
+    Parameters
+    ----------
+    name, weights : str or None
+        As for :func:`embeddings.load_model`.
+    weights_sha256, digest : str
+        What the operator expects (see :func:`worker_model`).
+    threads : int
+        torch intra-op threads on the worker.
+    """
+
+    idempotent = False
+
+    def __init__(self, name, weights, weights_sha256: str, digest: str, threads: int) -> None:
+        self.name = "hubcat-model"
+        self.args = (name, weights, weights_sha256, digest, threads)
+
+    def setup(self, worker) -> None:
+        set_torch_threads(self.args[-1])
+        worker_model(*self.args)
