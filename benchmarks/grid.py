@@ -12,6 +12,12 @@ Figures (baselines measured in this run):
 - ``replicas per accepted unit`` and ``P(catch 1% liar)``: by Monte-Carlo simulation of the
   redundancy policy (:mod:`grid._policy`), default settings, quorum 2, 20 volunteers, one of
   which lies on 1% of its results; a full grid run of that size would take days here.
+- ``boundary``: tiles/s of the same run on a real TLS grid on loopback (2 ``dask worker``
+  processes) with the volunteer boundary (gate, inert decoding, message filter, attribution,
+  replica endpoint) against the first release's path on the same machine (a stock TLS
+  scheduler, workers writing a shared folder); alternating rounds, median of 3 each.
+- ``live replicas per accepted unit``: the same grid with both volunteers trusted (signed
+  ledger history), default policy, against the simulation of the same settings.
 """
 
 from __future__ import annotations
@@ -116,6 +122,167 @@ def _policy(quick: bool) -> list[Figure]:
     ]
 
 
+def _tls_grid(root: Path, name: str, *, gated: bool):
+    """A TLS scheduler (with or without the gate) and two volunteers; returns (client, procs)."""
+    import subprocess
+
+    from distributed import Client, Security
+
+    from grid import GridAuthority
+    from grid._procs import scheduler_argv, scheduler_environment, start_scheduler, start_worker
+
+    auth = GridAuthority.init(root / name)
+    logs = root / f"{name}-logs"
+    if gated:
+        sched, address = start_scheduler(auth, logs, worker_ttl="30s")
+    else:  # the first release's scheduler: TLS, no gate
+        import json as _json
+
+        logs.mkdir(parents=True, exist_ok=True)
+        argv, env = scheduler_argv(
+            auth, port=0, dashboard="127.0.0.1:0", scheduler_file=logs / "s.json"
+        )
+        argv = [a for a in argv if a != "grid.gate"]
+        argv.remove("--preload")
+        sched = subprocess.Popen(
+            argv,
+            env=scheduler_environment(env),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+        )
+        for _ in range(300):
+            if (logs / "s.json").exists():
+                break
+            time.sleep(0.2)
+        address = _json.loads((logs / "s.json").read_text())["address"]
+    procs = [sched]
+    for i in (1, 2):
+        enr = auth.enroll(f"vol-{i}", days=1)
+        procs.append(
+            start_worker(
+                address,
+                name=f"vol-{i}",
+                ca=auth.ca_file,
+                cert=enr.cert,
+                key=enr.key,
+                log=logs / f"vol-{i}.log",
+                preloads=("grid.volunteer",) if gated else (),
+                env={"OMP_NUM_THREADS": "1"},
+            )
+        )
+    if gated:
+        security = auth.security("operator")
+    else:
+        cert, key = auth.cert_files("operator")
+        security = Security(
+            tls_ca_file=str(auth.ca_file),
+            tls_client_cert=str(cert),
+            tls_client_key=str(key),
+            require_encryption=True,
+        )
+    client = Client(address, security=security, timeout=60)
+    client.wait_for_workers(2, timeout=300)
+    return auth, client, procs
+
+
+def _boundary(quick: bool) -> list[Figure]:
+    from grid import GridConfig, run_units
+    from grid._engine import Engine
+    from grid._procs import stop_processes
+    from grid._selftest import synthetic_tile_store
+
+    units, unit_size = (4, 1) if quick else (8, 2)
+    ntiles = units * unit_size
+    rounds = 3
+    rates: dict[str, list[float]] = {"boundary": [], "baseline": []}
+    live = sim = None
+    with tempfile.TemporaryDirectory(prefix="hubcat-bench-boundary-") as tmp:
+        root = Path(tmp)
+        grids = {}
+        procs = []
+        Engine.require_gate = False
+        try:
+            for kind in ("baseline", "boundary"):
+                auth, client, p = _tls_grid(root, kind, gated=kind == "boundary")
+                grids[kind] = (auth, client)
+                procs += p
+            cfg = {
+                "baseline": GridConfig(min_quorum=2, transfer="direct", trust_after=10**6),
+                "boundary": GridConfig(min_quorum=2, trust_after=10**6),
+            }
+            for r in range(rounds + 1):  # round 0 warms up (model load on every worker)
+                for kind in ("baseline", "boundary"):
+                    auth, client = grids[kind]
+                    store = synthetic_tile_store(
+                        root / f"{kind}-{r}", units=units, unit_size=unit_size, seed=r
+                    )
+                    report = run_units(
+                        store, client=client, config=cfg[kind], progress=False,
+                        grid_dir=auth.directory,
+                    )  # fmt: skip
+                    if r and report.units_accepted == units:
+                        rates[kind].append(ntiles / report.run_time)
+            live, sim = _live_replication(root, grids["boundary"], quick)
+        finally:
+            Engine.require_gate = True
+            for _, client in grids.values():
+                client.close()
+            stop_processes(procs)
+    med = {k: float(np.median(v)) if v else float("nan") for k, v in rates.items()}
+    return [
+        Figure(
+            STAGE,
+            "TLS grid tiles/s with the boundary",
+            med["boundary"],
+            "tiles/s",
+            "first release's path",
+            med["baseline"],
+            goal=">= 0.95 (under 5% overhead)",
+            note=f"2 dask worker processes on loopback, quorum 2, {ntiles} tiles a round, "
+            f"median of {rounds} alternating rounds: boundary {_fmt(rates['boundary'])}, "
+            f"baseline {_fmt(rates['baseline'])}",
+        ),
+        Figure(
+            STAGE,
+            "live replicas per accepted unit (trusted)",
+            live,
+            "replicas",
+            "simulated, same settings",
+            sim,
+            note="both volunteers trusted by signed ledger history; default spot checks and "
+            "canaries; the live figure counts canaries as replicas",
+        ),
+    ]
+
+
+def _fmt(values: list[float]) -> str:
+    return ", ".join(f"{v:.3f}" for v in values)
+
+
+def _live_replication(root: Path, grid, quick: bool) -> tuple[float, float]:
+    from grid import CreditLedger, GridConfig, load_ledger_key, run_units
+    from grid._policy import simulate_policy
+    from grid._selftest import synthetic_tile_store
+    from tiling.storage import open_object_store
+
+    auth, client = grid
+    units = 12 if quick else 40
+    store = synthetic_tile_store(root / "live", units=units, unit_size=1, seed=99)
+    cfg = GridConfig(min_quorum=2, max_in_flight=2)
+    ledger = CreditLedger(
+        open_object_store(store.uri).child("grid/ledger"),
+        signing_key=load_ledger_key(auth.ledger_key_file),
+    )
+    for name in ("vol-1", "vol-2"):
+        for i in range(cfg.trust_after):
+            ledger.append(name, "valid", unit=f"history-{i}", tiles=1, credit=0.0)
+    report = run_units(store, client=client, config=cfg, progress=False, grid_dir=auth.directory)
+    sim = simulate_policy(
+        cfg, units=2000, runs=5, volunteers=2, lie_rate=0.0, initial_streak=cfg.trust_after
+    )
+    return report.replicas_per_accepted_unit, sim.replicas_per_unit
+
+
 def run(quick: bool) -> list[Figure]:
     """All figures of the grid stage."""
-    return _policy(quick) + _throughput(quick)
+    return _policy(quick) + _throughput(quick) + _boundary(quick)

@@ -54,6 +54,9 @@ _COUNTED = (ReplicaStatus.VALID, ReplicaStatus.INVALID, ReplicaStatus.FAILED)
 class Engine:
     """Plan, place, validate, accept and credit the units of one run.
 
+    ``Engine.require_gate`` (true) refuses a ``tls://`` scheduler without the hubcat gate; only
+    the boundary benchmark turns it off, to measure the first release's path as its baseline.
+
     Parameters
     ----------
     tile_store : tiling.TileStore
@@ -131,6 +134,8 @@ class Engine:
         self.zarr_meta: dict[str, dict] = {}
         self.gated = False
 
+    require_gate = True
+
     # -- set-up ---------------------------------------------------------------------------
     def _transfer_mode(self, base) -> str:
         mode = self.cfg.transfer_mode(local=self.local, remote=hasattr(base, "presigned_get_url"))
@@ -166,7 +171,7 @@ class Engine:
                 answer = None
             self.gated = isinstance(answer, dict)
             address = str(getattr(self.client.scheduler, "address", ""))
-            if address.startswith("tls://") and not self.gated:
+            if address.startswith("tls://") and not self.gated and self.require_gate:
                 msg = (
                     f"the scheduler at {address} does not run the hubcat gate: on a TLS grid, "
                     "start it with `hubcat grid scheduler --dir GRID`"
@@ -342,7 +347,7 @@ class Engine:
         """Submit what ``rec`` still needs (nothing when accepted, disputed or busy)."""
         if rec["state"] != UnitState.PENDING or not self.names:
             return
-        required = 1 if rec["single"] else self.quorum
+        required = self.required(rec)
         if self.best_group(rec) >= required:
             return
         if self.counted(rec) >= self.cfg.max_replicas:
@@ -515,6 +520,13 @@ class Engine:
         return self.vectors[key]
 
     def groups(self, rec: dict):
+        for rid, r in list(rec["replicas"].items()):
+            if r["status"] == ReplicaStatus.VALID and (rec["unit_key"], rid) not in self.vectors:
+                try:
+                    self.replica_vectors(rec, rid)
+                except InvalidResultError as exc:  # a stored result changed since it was checked
+                    r["status"], r["reason"] = ReplicaStatus.LOST, str(exc)
+                    self.save(rec)
         valid = [
             (rid, r) for rid, r in rec["replicas"].items() if r["status"] == ReplicaStatus.VALID
         ]
@@ -527,12 +539,29 @@ class Engine:
             ]
             yield rid, group, valid
 
+    def required(self, rec: dict) -> int:
+        """Agreeing volunteers that accept ``rec``: 1 for a trusted single, the quorum, and one
+        more once its replicas have disagreed, so that two colluders who meet an honest
+        volunteer on a unit cannot outvote it (they win only a unit they are given both
+        replicas of)."""
+        if rec["single"]:
+            return 1
+        disputed = any(
+            r["status"] == ReplicaStatus.INVALID and str(r.get("reason", "")).startswith("mismatch")
+            for r in rec["replicas"].values()
+        )
+        if not disputed:
+            groups = {frozenset(o for o, _ in g) for _, g, _ in self.groups(rec)}
+            disputed = len(groups) > 1
+        extra = 1 if disputed and self.quorum > 1 else 0
+        return min(self.quorum + extra, self.cfg.max_replicas)
+
     def best_group(self, rec: dict) -> int:
         """Size (distinct volunteers) of the largest group of agreeing valid replicas."""
         return max((len({r["worker"] for _, r in g}) for _, g, _ in self.groups(rec)), default=0)
 
     def decide(self, rec: dict) -> None:
-        need = 1 if rec["single"] else self.quorum
+        need = self.required(rec)
         for rid, group, valid in self.groups(rec):
             if len({orep["worker"] for _, orep in group}) >= need:
                 self.accept(rec, rid, group, valid)
@@ -667,7 +696,13 @@ class Engine:
             rec = self.load(unit)
             if rec["state"] == UnitState.ACCEPTED:
                 acc = rec["accepted"]
-                vec = self.replica_vectors(rec, acc["replica"])
+                try:
+                    vec = self.replica_vectors(rec, acc["replica"])
+                except InvalidResultError as exc:  # its stored result is gone or changed
+                    logger.warning("unit %s is recomputed: %s", rec["unit_key"], exc)
+                    rec["state"], rec["accepted"], rec["replicas"] = UnitState.PENDING, None, {}
+                    self.save(rec)
+                    continue
                 self.emb.write(rec["unit_key"], rec["tile_ids"], vec, volunteers=acc["volunteers"])
                 self.report.units_accepted += 1
                 self.accepted_keys.append(rec["unit_key"])

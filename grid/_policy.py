@@ -32,6 +32,7 @@ def simulate_policy(
     lie_rate: float = 0.01,
     runs: int = 200,
     seed: int = 0,
+    initial_streak: int = 0,
 ) -> PolicyOutcome:
     """Simulate ``runs`` grid runs of ``units`` units with one liar among ``volunteers``.
 
@@ -45,6 +46,8 @@ def simulate_policy(
         Volunteers, one of which lies on a fraction ``lie_rate`` of the results it returns.
     runs : int
         Simulated runs.
+    initial_streak : int
+        Consecutive valid results every volunteer starts with (a record from earlier runs).
 
     Returns
     -------
@@ -56,7 +59,7 @@ def simulate_policy(
     caught_runs = 0
     wrong_left = 0
     for _ in range(runs):
-        streak = [0] * volunteers
+        streak = [initial_streak] * volunteers
         liar = 0
         caught = False
         singles_by_liar_wrong = 0

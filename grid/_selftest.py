@@ -68,6 +68,9 @@ def selftest(
     liars: int = 1,
     kill: int = 1,
     *,
+    spoofers: int = 0,
+    overwriters: int = 0,
+    colluders: int = 0,
     units: int = 6,
     unit_size: int = 2,
     workdir: str | Path | None = None,
@@ -77,15 +80,21 @@ def selftest(
     """Run a real TLS grid on loopback and check that it keeps its promises.
 
     A private CA is created, ``workers`` volunteers are enrolled and started as ``dask worker``
-    processes (``liars`` of them return perturbed vectors), a ``dask scheduler`` with the gate
-    preload runs the units with quorum 2, and ``kill`` honest workers are killed (SIGKILL) as
-    soon as the first unit is accepted. The accepted vectors are compared with an honest
-    single-machine run.
+    processes, a ``dask scheduler`` with the gate preload runs the units with quorum 2, and
+    ``kill`` honest workers are killed (SIGKILL) as soon as the first unit is accepted. Among
+    the workers, ``liars`` return perturbed vectors; ``spoofers`` compute nothing, claim that
+    honest workers hold their results, forge credit-ledger entries and send pickled payloads
+    to the scheduler, the operator and the other workers; ``overwriters`` overwrite every
+    result they can reach and re-use their capabilities; ``colluders`` return the same wrong
+    vectors as each other (see :mod:`grid._attacks`). The accepted vectors are compared with an
+    honest single-machine run.
 
     Parameters
     ----------
     workers, liars, kill : int
         Worker processes, how many of them lie, how many honest ones are killed mid-run.
+    spoofers, overwriters, colluders : int
+        Attackers of each kind among the workers.
     units, unit_size : int
         Size of the synthetic tile store.
     workdir : path-like or None
@@ -99,7 +108,9 @@ def selftest(
     -------
     dict
         ``units``, ``replicas_run``, ``replicas_per_accepted_unit``, ``liars_detected``,
-        ``units_lost``, ``equal_to_honest`` and details.
+        ``units_lost``, ``equal_to_honest``, ``wrong_vectors_accepted`` (units whose accepted
+        vectors differ from the honest run), ``code_executed`` (payload markers found),
+        ``forged_ledger_entries_accepted`` and details.
 
     Raises
     ------
@@ -109,12 +120,16 @@ def selftest(
     from distributed import Client
 
     from embeddings import EmbeddingStore, embed_tiles, load_model
+    from grid._ledger import CreditLedger, load_ledger_key
     from grid._run import run_units
+    from tiling.storage import open_object_store
 
-    if workers - liars - kill < 2 or min(workers, liars, kill) < 0:
+    attackers = liars + spoofers + overwriters + colluders
+    honest_n = workers - attackers
+    if honest_n - kill < 2 or min(workers, liars, kill, spoofers, overwriters, colluders) < 0:
         msg = (
-            f"--workers {workers} --liars {liars} --kill {kill} leaves {workers - liars - kill} "
-            "honest worker(s); a quorum of 2 needs at least 2 (use more workers)"
+            f"--workers {workers} with {attackers} attacker(s) and --kill {kill} leaves "
+            f"{honest_n - kill} honest worker(s); a quorum of 2 needs at least 2 (use more workers)"
         )
         raise GridConfigError(msg)
     t0 = time.perf_counter()
@@ -122,30 +137,52 @@ def selftest(
         if workdir is None:
             workdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="hubcat-selftest-"))
         workdir = Path(workdir)
+        markers = workdir / "markers"
+        markers.mkdir(parents=True, exist_ok=True)
         authority = GridAuthority.init(workdir / "pki")
         store = synthetic_tile_store(workdir / "data", units=units, unit_size=unit_size)
+        model = load_model()
         sched, address = start_scheduler(authority, workdir / "logs", worker_ttl="10s")
+        kinds = (
+            ["liar"] * liars
+            + ["spoofer"] * spoofers
+            + ["overwriter"] * overwriters
+            + ["colluder"] * colluders
+        )
         names = [f"vol-{i + 1}" for i in range(workers)]
-        liar_names = names[:liars]
+        honest = names[attackers:]
+        roles = dict(zip(names, kinds + ["honest"] * honest_n, strict=True))
         procs = {}
         stack.callback(lambda: stop_processes([*procs.values(), sched]))
-        for name in names:
-            enr = authority.enroll(name, days=1)
-            lying = name in liar_names
-            procs[name] = start_worker(
-                address,
-                name=name,
-                ca=authority.ca_file,
-                cert=enr.cert,
-                key=enr.key,
-                log=workdir / "logs" / f"{name}.log",
-                preloads=("grid.volunteer", "grid._liar") if lying else ("grid.volunteer",),
-                env={"HUBCAT_LIAR_MODE": liar_mode} if lying else None,
-            )
         client = stack.enter_context(Client(address, security=authority.security("operator")))
-        client.wait_for_workers(workers, timeout=120)
+        base = open_object_store(store.uri)
+        for name in honest:
+            procs[name] = _start(authority, address, workdir, name, None, {})
+        client.wait_for_workers(len(honest), timeout=180)
+        victims = list(client.scheduler_info(n_workers=-1)["workers"])
+        for name in names[:attackers]:
+            role = roles[name]
+            if role == "liar":
+                preload, env = "grid._liar", {"HUBCAT_LIAR_MODE": liar_mode}
+            else:
+                attack = {
+                    "spoofer": "spoof,pickles,forge-ledger",
+                    "overwriter": "overwrite",
+                    "colluder": "collude",
+                }[role]
+                preload = "grid._attacks"
+                env = {
+                    "HUBCAT_ATTACK": attack,
+                    "HUBCAT_ATTACK_MARKERS": str(markers),
+                    "HUBCAT_ATTACK_VICTIMS": ",".join(victims),
+                    "HUBCAT_ATTACK_RESULTS": str(Path(base.uri) / "grid" / model.digest / "results")
+                    if not base.uri.startswith("s3://")
+                    else "",
+                    "HUBCAT_ATTACK_LEDGER": str(Path(base.uri) / "grid" / "ledger"),
+                }
+            procs[name] = _start(authority, address, workdir, name, preload, env)
+        client.wait_for_workers(workers, timeout=180)
         killed: list[str] = []
-        honest = [n for n in names if n not in liar_names]
 
         def on_event(event: str, unit_key: str) -> None:
             if event != "accepted" or len(killed) >= kill:
@@ -159,15 +196,21 @@ def selftest(
                     procs[name].kill()  # SIGKILL: the worker vanishes mid-run
                     killed.append(name)
 
-        config = GridConfig(min_quorum=2, replica_timeout=60, idle_timeout=180, trust_after=1000)
+        config = GridConfig(
+            min_quorum=2, max_replicas=6, replica_timeout=60, idle_timeout=180, trust_after=1000
+        )
         report = run_units(
-            store, client=client, config=config, progress=progress, callback=on_event
+            store,
+            client=client,
+            config=config,
+            progress=progress,
+            callback=on_event,
+            grid_dir=authority.directory,
         )
 
         # The honest single-machine run, in this process.
-        model = load_model()
         emb = EmbeddingStore(store, model)
-        equal = True
+        equal, wrong = True, 0
         worst = 1.0
         for unit in store.units():
             if not emb.has(unit.unit_key):
@@ -178,7 +221,20 @@ def selftest(
             want = embed_tiles(model, tiles)
             cos = float(np.min(np.sum(got.astype(np.float64) * want, axis=1)))
             worst = min(worst, cos)
+            if cos < config.min_cosine:
+                wrong += 1
             equal = equal and cos >= config.min_cosine
+        time.sleep(1.0)  # let any payload that was going to run, run
+        executed = sorted(p.name for p in markers.iterdir())
+        ledger = CreditLedger(
+            base.child("grid/ledger"),
+            public_key=load_ledger_key(authority.ledger_key_file).public_key(),
+        )
+        forged_accepted = sum(
+            1 for e in ledger.verified_entries() if str(e.get("unit", "")).startswith("forged-")
+        )
+        unsigned = ledger.check().unsigned
+    detected = sorted(report.liars)
     return {
         "units": report.units_planned,
         "units_accepted": report.units_accepted,
@@ -186,13 +242,36 @@ def selftest(
         "replicas_per_accepted_unit": round(report.replicas_per_accepted_unit, 3),
         "replicas_invalid": report.replicas_invalid,
         "replicas_lost": report.replicas_lost,
-        "liars": liar_names,
-        "liars_detected": sorted(report.liars),
+        "liars": [n for n in names if roles[n] == "liar"],
+        "spoofers": [n for n in names if roles[n] == "spoofer"],
+        "overwriters": [n for n in names if roles[n] == "overwriter"],
+        "colluders": [n for n in names if roles[n] == "colluder"],
+        "liars_detected": detected,
+        "honest_blamed": sorted(set(detected) & set(honest)),
         "killed": killed,
         "units_lost": report.units_planned - report.units_accepted,
         "equal_to_honest": bool(equal),
+        "wrong_vectors_accepted": wrong,
+        "code_executed": len(executed),
+        "forged_ledger_entries_accepted": forged_accepted,
+        "forged_ledger_entries_named": len(unsigned),
         "min_cosine_to_honest": worst,
         "tolerance": config.min_cosine,
         "workers": workers,
         "elapsed_s": round(time.perf_counter() - t0, 1),
     }
+
+
+def _start(authority, address, workdir: Path, name: str, preload: str | None, env: dict):
+    enr = authority.enroll(name, days=1)
+    preloads = ("grid.volunteer", preload) if preload else ("grid.volunteer",)
+    return start_worker(
+        address,
+        name=name,
+        ca=authority.ca_file,
+        cert=enr.cert,
+        key=enr.key,
+        log=workdir / "logs" / f"{name}.log",
+        preloads=preloads,
+        env=env or None,
+    )

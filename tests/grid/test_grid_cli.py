@@ -48,7 +48,9 @@ def test_selftest_rejects_impossible_quorum(capsys):
 
 @pytest.mark.grid
 @pytest.mark.slow
-def test_selftest_four_workers_one_liar_one_killed(tmp_path):
+def test_selftest_with_a_liar_a_spoofer_an_overwriter_and_a_killed_worker(tmp_path):
+    """One attacker of each kind (and a vanishing worker): no wrong vector accepted, no payload
+    ran anywhere, no forged ledger entry counted, no honest volunteer blamed."""
     proc = subprocess.run(
         [
             sys.executable,
@@ -57,8 +59,12 @@ def test_selftest_four_workers_one_liar_one_killed(tmp_path):
             "grid",
             "selftest",
             "--workers",
-            "4",
+            "6",
             "--liars",
+            "1",
+            "--spoofers",
+            "1",
+            "--overwriters",
             "1",
             "--kill",
             "1",
@@ -85,6 +91,13 @@ def test_selftest_four_workers_one_liar_one_killed(tmp_path):
     ):
         assert key in result
     assert result["units"] == 4 and result["units_lost"] == 0
-    assert result["liars_detected"] == ["vol-1"]
+    assert result["liars"] == ["vol-1"] and result["spoofers"] == ["vol-2"]
+    assert set(result["liars_detected"]) <= {"vol-1", "vol-2"}
+    assert "vol-1" in result["liars_detected"] or result["replicas_invalid"] == 0
+    assert result["honest_blamed"] == []
     assert result["equal_to_honest"] is True
+    assert result["wrong_vectors_accepted"] == 0
+    assert result["code_executed"] == 0
+    assert result["forged_ledger_entries_accepted"] == 0
+    assert result["forged_ledger_entries_named"] == 12
     assert len(result["killed"]) == 1
