@@ -48,11 +48,13 @@ def _put_headers_only(url: str, length: int, body: bytes = b"") -> int:
 def test_a_replica_round_trip_through_its_capabilities(endpoint):
     ep, store, results = endpoint
     unit, transfer = _grant(ep, store)
-    tiles = fetch_unit({**transfer, "endpoint": True}, len(unit.tile_ids), unit.sha256, unit.unit_key)
+    tiles = fetch_unit(
+        {**transfer, "endpoint": True}, len(unit.tile_ids), unit.sha256, unit.unit_key
+    )
     _, want = store.read_unit(unit.unit_key)
     assert np.array_equal(tiles, want)
     vectors = np.eye(len(unit.tile_ids), 8, dtype=np.float32)
-    sha, shape, _ = upload_result({**transfer, "endpoint": True}, vectors)
+    sha, _shape, _ = upload_result({**transfer, "endpoint": True}, vectors)
     assert ep.received_sha256("r1") == sha == hashlib.sha256(vectors.tobytes()).hexdigest()
     receipt, data = ep.take("r1")
     assert json.loads(receipt)["sha256"] == sha and data == vectors.tobytes()
@@ -77,7 +79,9 @@ def test_capabilities_are_single_use_and_cannot_be_guessed_or_swapped(endpoint):
     base = mine["put_url"].rsplit("/", 1)[0]
     assert put(base + "/" + "A" * 43) == 403  # guessed
     assert put(mine["get_url"]) == 405  # a read capability cannot write
-    assert put(mine["receipt_url"].replace("/c/", "/r/")) == 403  # a receipt token is not a vector one
+    assert (
+        put(mine["receipt_url"].replace("/c/", "/r/")) == 403
+    )  # a receipt token is not a vector one
     assert put(theirs["put_url"].replace("/r/", "/u/")) == 403  # a write token cannot read
     ep.settle("theirs")
     assert put(theirs["put_url"]) == 403  # settled: gone
@@ -123,8 +127,9 @@ def test_stored_results_are_size_checked_before_they_are_read(tmp_path):
 
 def test_the_distributed_release_is_the_one_the_wire_was_written_for():
     """The reader in grid._wire mirrors distributed's TCP.read: pinned, and the pin tested."""
-    import distributed
     import tomllib
+
+    import distributed
     from packaging.specifiers import SpecifierSet
 
     from grid._wire import DISTRIBUTED_RANGE
