@@ -36,6 +36,7 @@ from astropy.table import Table
 from catalog import _index
 from catalog._config import CatalogConfig
 from catalog._query import centres, filter_mask, result_table, to_angle
+from catalog._supersede import recomputed_rows, supersedes_of
 from catalog.errors import (
     CatalogError,
     CatalogNotFoundError,
@@ -226,6 +227,7 @@ class Catalogue:
         self._unit: np.ndarray | None = None
         self._coords: SkyCoord | None = None
         self._row_of: pd.Series | None = None
+        self._superseded: np.ndarray | None = None
         self._model = None
         self._anomaly_cache: dict[int, np.ndarray] = {}
         self._index = self._read_index() if _load_index else None
@@ -398,6 +400,7 @@ class Catalogue:
                 "embedding_shape": [d],
                 "volunteers": sorted(str(v) for v in row.volunteers),
                 "software_version": str(row.software_version),
+                **supersedes_of(row),
             }
 
     def row_of(self, tile_id: str) -> int:
@@ -410,7 +413,8 @@ class Catalogue:
         """
         if self._row_of is None:
             meta = self._metadata()
-            self._row_of = pd.Series(np.arange(len(meta)), index=meta["tile_id"].to_numpy())
+            rows = pd.Series(np.arange(len(meta)), index=meta["tile_id"].to_numpy())
+            self._row_of = rows[~rows.index.duplicated(keep="last")]  # a superseded row's heir
         try:
             return int(self._row_of.loc[tile_id])
         except (KeyError, TypeError):
@@ -482,11 +486,45 @@ class Catalogue:
 
     # ------------------------------------------------------------------ searching
 
+    def superseded(self) -> np.ndarray:
+        """Which rows a later version replaced, bool [N] (see ``docs/provenance.md``).
+
+        A unit reopened after its volunteer was caught, and recomputed, comes back in the next
+        version as new rows whose ``supersedes`` column (and Merkle leaf) names the row each one
+        replaces; the old rows stay in the append-only log but no query returns them.
+        """
+        if self._superseded is None:
+            meta = self._metadata()
+            out = np.zeros(len(meta), dtype=bool)
+            if "supersedes" in meta.columns:
+                old = meta["supersedes"].to_numpy()
+                old = old[(old >= 0) & (old < len(meta))].astype(np.int64)
+                out[old] = True
+            self._superseded = out
+        return self._superseded
+
+    def _row_mask(self, filters: dict) -> np.ndarray | None:
+        """Rows that pass ``filters`` and are not superseded (``None``: every row)."""
+        meta = self._metadata()
+        mask = filter_mask(meta, self._centres(), **filters) if filters else None
+        gone = self.superseded()
+        if gone.any():
+            mask = ~gone if mask is None else mask & ~gone
+        return mask
+
     def _search(
         self, query: np.ndarray, k: int, mask: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray]:
         """k nearest rows of one unit-norm query vector, optionally restricted to ``mask``."""
         q = np.ascontiguousarray(query.reshape(1, -1), dtype=np.float32)
+        gone = self.superseded()
+        if (
+            mask is not None and gone.any() and np.array_equal(mask, ~gone)
+        ):  # only superseded rows left out
+            extra = int(gone.sum())
+            sims, ids = _index.search_index(self._index, q, k + extra, self.config)
+            keep = (ids[0] >= 0) & ~gone[np.clip(ids[0], 0, None)]
+            return sims[0][keep][:k], ids[0][keep][:k]
         if mask is None:
             sims, ids = _index.search_index(self._index, q, k, self.config)
             keep = ids[0] >= 0
@@ -544,7 +582,7 @@ class Catalogue:
             raise QueryError(msg)
         k = int(k)
         meta = self._metadata()
-        mask = filter_mask(meta, self._centres(), **filters) if filters else None
+        mask = self._row_mask(filters)
         vector, self_row, description, extra = self._resolve(query, filters.get("zoom"), stretch)
         info = {"query": description, "k": k, "catalogue": self.uri, "version": self.version}
         info["index"] = self.manifest["index"]["type"] if mask is None else "flat (filtered)"
@@ -620,7 +658,7 @@ class Catalogue:
         if zoom is None:
             zoom = int(meta["zoom"].min())
         zooms = [int(z) for z in (zoom if isinstance(zoom, list | tuple) else [zoom])]
-        rows = np.flatnonzero(meta["zoom"].isin(zooms).to_numpy())
+        rows = np.flatnonzero(meta["zoom"].isin(zooms).to_numpy() & ~self.superseded())
         if rows.size == 0:
             present = sorted(int(z) for z in meta["zoom"].unique())
             msg = f"the catalogue has no tile at zoom {zoom!r}; its zooms are {present}"
@@ -664,7 +702,7 @@ class Catalogue:
         meta = self._metadata()
         sep = self._centres().separation(coord)
         inside = (sep <= radius).astype(bool)
-        mask = filter_mask(meta, self._centres(), **filters) if filters else None
+        mask = self._row_mask(filters)
         if mask is not None:
             inside &= mask
         rows = np.flatnonzero(inside)
@@ -705,7 +743,7 @@ class Catalogue:
             raise QueryError(msg)
         scores = self.anomaly_scores(k)
         meta = self._metadata()
-        mask = filter_mask(meta, self._centres(), **filters) if filters else None
+        mask = self._row_mask(filters)
         rows = np.arange(len(meta)) if mask is None else np.flatnonzero(mask)
         order = rows[np.argsort(-scores[rows], kind="stable")][:n]
         table = result_table(meta, order, scores[order], "anomaly")
@@ -812,12 +850,18 @@ class Catalogue:
             )
             meta_prev = previous._metadata()
             new = ~inputs.meta["tile_id"].isin(meta_prev["tile_id"]).to_numpy()
-            if not new.any():
+            heirs = recomputed_rows(previous, inputs.meta, inputs.vectors)
+            changed = heirs >= 0
+            if not (new | changed).any():
                 log.info(
                     "catalogue %s already holds every tile of %s", store.uri, inputs.tile_store_uri
                 )
                 return cls(store, previous.manifest, tile_store=tile_store)
-            meta, vectors = inputs.meta[new].reset_index(drop=True), inputs.vectors[new]
+            take = new | changed
+            meta, vectors = inputs.meta[take].reset_index(drop=True), inputs.vectors[take]
+            if changed.any():
+                meta["supersedes"] = heirs[take]
+                log.info("%d recomputed tile(s) supersede their earlier rows", int(changed.sum()))
         else:
             meta, vectors = inputs.meta, inputs.vectors
         return _write_version(
@@ -830,7 +874,12 @@ class Catalogue:
             signing_key,
             tile_store=tile_store,
             tiling=inputs.tiling,
-            note=f"added {len(meta)} tile(s) from {inputs.tile_store_uri}",
+            note=f"added {len(meta)} tile(s) from {inputs.tile_store_uri}"
+            + (
+                f" ({int((meta['supersedes'] >= 0).sum())} superseding recomputed rows)"
+                if "supersedes" in meta.columns
+                else ""
+            ),
         )
 
     @classmethod

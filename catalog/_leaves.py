@@ -32,6 +32,7 @@ log = logging.getLogger("catalog.provenance")
 
 __all__ = [
     "LEAF_SCHEMA",
+    "OPTIONAL_KEYS",
     "RECORD_KEYS",
     "canonical_json",
     "leaf_bytes",
@@ -60,6 +61,11 @@ RECORD_KEYS: tuple[str, ...] = (
     "volunteers",
     "software_version",
 )
+
+#: Keys a record may carry besides :data:`RECORD_KEYS`: ``supersedes`` is the leaf index of the
+#: earlier row of the same tile that this row replaces (its unit was reopened and recomputed
+#: after a volunteer was caught); the log stays append-only and the old leaf stays verifiable.
+OPTIONAL_KEYS: tuple[str, ...] = ("supersedes",)
 
 _SHA256_KEYS = ("source_sha256", "tile_sha256", "weights_sha256", "embedding_sha256")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -218,15 +224,23 @@ def _check_record(record: Mapping[str, object], position: int) -> dict:
     tile = record.get("tile_id", f"#{position}")
     keys = set(record)
     missing = [k for k in RECORD_KEYS if k not in keys]
-    extra = sorted(keys - set(RECORD_KEYS))
+    extra = sorted(keys - set(RECORD_KEYS) - set(OPTIONAL_KEYS))
     if missing or extra:
         msg = (
             f"record of tile {tile!r} (position {position}) has the wrong keys: missing {missing}, "
-            f"unexpected {extra}; a record has exactly {list(RECORD_KEYS)}"
+            f"unexpected {extra}; a record has exactly {list(RECORD_KEYS)} "
+            f"(and optionally {list(OPTIONAL_KEYS)})"
         )
         raise ProvenanceError(msg)
     clean = {k: _plain(record[k]) for k in RECORD_KEYS}
     problems = []
+    if "supersedes" in keys:
+        old = _plain(record["supersedes"])
+        if isinstance(old, bool) or not isinstance(old, int) or not 0 <= old < max(position, 1):
+            problems.append(
+                f"supersedes={old!r} must be the index of an earlier leaf (below {position})"
+            )
+        clean["supersedes"] = old
     for k in ("tile_id", "source", "tiling_digest", "model", "preprocessing_digest"):
         if not isinstance(clean[k], str) or not clean[k]:
             problems.append(f"{k}={clean[k]!r} must be a non-empty string")
@@ -461,8 +475,9 @@ def build_provenance(
     Raises
     ------
     ProvenanceError
-        If a record is invalid (naming the tile), two records share a tile_id, or the records do
-        not extend ``previous`` (old rows changed, removed or reordered).
+        If a record is invalid (naming the tile), two records share a tile_id without the later
+        one superseding the earlier, or the records do not extend ``previous`` (old rows
+        changed, removed or reordered).
     """
     t0 = time.perf_counter()
     leaves = []
@@ -470,10 +485,15 @@ def build_provenance(
     for i, record in enumerate(records):
         leaves.append(leaf_bytes(record, i))
         tile = str(record["tile_id"])
-        if tile in seen:
+        heir_of = record.get("supersedes")
+        if tile in seen and heir_of != seen[tile]:
             msg = (
-                f"tile_id {tile!r} appears twice (records {seen[tile]} and {i}); one leaf per tile"
+                f"tile_id {tile!r} appears twice (records {seen[tile]} and {i}) and the second "
+                f"does not supersede the first (supersedes={heir_of!r}); one live leaf per tile"
             )
+            raise ProvenanceError(msg)
+        if tile not in seen and heir_of is not None:
+            msg = f"record {i} of tile {tile!r} supersedes leaf {heir_of}, which is not that tile's"
             raise ProvenanceError(msg)
         seen[tile] = i
     hashes = leaf_hashes(leaves)
