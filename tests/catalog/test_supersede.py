@@ -60,9 +60,7 @@ def test_recomputed_rows_supersede_the_old_ones(recomputed):
 
 
 def test_the_log_stays_verifiable_and_names_what_was_replaced(recomputed):
-    from catalog.provenance import parse_leaf
-
-    from catalog.provenance import verify_catalogue
+    from catalog.provenance import parse_leaf, verify_catalogue
 
     cat1, cat2, tiles = recomputed
     assert cat2.verify(tiles[0]) is not None
