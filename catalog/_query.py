@@ -58,9 +58,10 @@ def to_angle(radius: object, *, what: str = "radius") -> u.Quantity:
         except (TypeError, ValueError):
             bare = False
     if bare:
+        number = str(radius).strip()
         msg = (
             f"{what}={radius!r} has no unit; give an angle with its unit, e.g. "
-            f"{radius!r} * u.arcsec or {radius!r} * u.deg (hubcat never guesses an angle's unit)"
+            f"{number} * u.arcsec or {number} * u.deg (hubcat never guesses an angle's unit)"
         )
         raise QueryError(msg)
     try:

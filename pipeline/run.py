@@ -646,7 +646,10 @@ def _embed_stage(
     stages.print(describe(len(units), summary.units_reused, len(todo)))
     if todo:
         report = _embed(tile_store, model, weights, **grid_options)
-        summary.dashboard = report.dashboard or None
+        # A local cluster is gone when the stage ends: only a grid scheduler's dashboard (which
+        # outlives the run) belongs in the summary.
+        external = grid_options.get("client") is not None or grid_options.get("scheduler")
+        summary.dashboard = (report.dashboard or None) if external else None
         done_now = {u.unit_key for u in todo if embedding_store.has(u.unit_key)}
         summary.units_computed = len(done_now)
         failed = [u for u in todo if u.unit_key not in done_now]

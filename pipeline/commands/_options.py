@@ -60,8 +60,11 @@ def angle(text: str):
 
     try:
         return to_angle(text.strip(), what="angle")
-    except QueryError as exc:
-        msg = f"{text!r}: {exc}".replace("* u.", "")
+    except QueryError:
+        msg = (
+            f"{text!r} is not an angle with a unit; write e.g. 30arcsec, 1.5arcmin or 0.01deg "
+            "(a bare number is refused: hubcat never guesses an angle's unit)"
+        )
         raise argparse.ArgumentTypeError(msg) from None
 
 
@@ -79,7 +82,9 @@ def add_progress(parser: argparse.ArgumentParser) -> None:
 
 def add_signing_key(parser: argparse.ArgumentParser, *, default_made: bool = True) -> None:
     """``--signing-key FILE`` (``--sign-key`` kept as a hidden, deprecated alias)."""
-    help_text = _SIGNING_KEY_HELP if default_made else "operator's Ed25519 key that signs the checkpoint"
+    help_text = (
+        _SIGNING_KEY_HELP if default_made else "operator's Ed25519 key that signs the checkpoint"
+    )
     parser.add_argument("--signing-key", metavar="FILE", help=help_text)
     parser.add_argument("--sign-key", dest="signing_key", metavar="FILE", help=argparse.SUPPRESS)
 

@@ -7,7 +7,7 @@ import json
 import sys
 import time
 
-from pipeline.commands._options import zooms
+from pipeline.commands._options import add_json, add_progress, zooms
 
 __all__ = ["register", "run_tile"]
 
@@ -56,8 +56,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--centred", action="store_true", help="also cut tiles centred on extended sources"
     )
     parser.add_argument("--workers", type=int, help="threads cutting blocks (default 2)")
-    parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_json(parser)
+    add_progress(parser)
     parser.set_defaults(func=run_tile)
 
 
