@@ -7,7 +7,8 @@ import json
 import sys
 import time
 
-from pipeline.commands._options import add_json, add_signing_key
+from pipeline.commands._options import add_json, add_progress, add_signing_key
+from pipeline.commands._progress import progress_bar
 
 __all__ = ["find_embedding_store", "register", "run_build"]
 
@@ -52,6 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="index kind above --exact-max (new catalogues only; default ivfflat)",
     )
     add_json(parser)
+    add_progress(parser)
     parser.set_defaults(func=run_build)
 
 
@@ -97,8 +99,10 @@ def run_build(args: argparse.Namespace) -> int:
     from pipeline._keys import operator_signing_key
 
     t0 = time.perf_counter()
+    show = not (args.json or args.no_progress)
     if args.rebuild_index:
-        cat = Catalogue.rebuild_index(args.out)
+        with progress_bar("rebuilding index", None, enabled=show):
+            cat = Catalogue.rebuild_index(args.out)
         note = (
             f"rebuilt the {cat.manifest['index']['type']} index of {cat.uri} (version {cat.version}, "
             f"{len(cat)} tiles) in {time.perf_counter() - t0:.1f} s"
@@ -115,7 +119,8 @@ def run_build(args: argparse.Namespace) -> int:
         raise CatalogError(msg)
     signing_key = operator_signing_key(args.signing_key)
     if args.merge:
-        cat = Catalogue.merge(args.out, args.merge, signing_key=signing_key, config=config)
+        with progress_bar("merging", None, enabled=show):
+            cat = Catalogue.merge(args.out, args.merge, signing_key=signing_key, config=config)
         note = f"merged {len(args.merge)} catalogue(s) into {cat.uri}: {len(cat)} tiles"
         return _report(args, cat, t0, "merge", note)
     from tiling import TileStore
@@ -124,19 +129,30 @@ def run_build(args: argparse.Namespace) -> int:
     embedding_store = find_embedding_store(tile_store, args.model_digest)
     before = None
     try:
-        before = Catalogue.open(args.out).version
+        before = Catalogue.open(args.out)
     except CatalogError:
         pass
-    cat = Catalogue.build(
-        args.out, tile_store, embedding_store, signing_key=signing_key, config=config
-    )
+    with progress_bar("building", None, enabled=show):
+        cat = Catalogue.build(
+            args.out, tile_store, embedding_store, signing_key=signing_key, config=config
+        )
+    store_ids = set(tile_store.metadata()["tile_id"])
+    in_cat = set(cat.metadata()["tile_id"])
+    skipped = {
+        "already_in_catalogue": len(store_ids & set(before.metadata()["tile_id"]))
+        if before is not None
+        else 0,
+        "not_embedded": len(store_ids - in_cat),
+    }
     note = ""
-    if before is not None and cat.version == before:
-        note = f"{cat.uri} already holds every embedded tile of {tile_store.uri}: still version {before}"
-    return _report(args, cat, t0, "build", note)
+    if before is not None and cat.version == before.version:
+        note = f"{cat.uri} already holds every embedded tile of {tile_store.uri}: still version {before.version}"
+    return _report(args, cat, t0, "build", note, skipped)
 
 
-def _report(args: argparse.Namespace, cat, t0: float, action: str, note: str) -> int:
+def _report(
+    args: argparse.Namespace, cat, t0: float, action: str, note: str, skipped: dict | None = None
+) -> int:
     """Print what was done: text, or one JSON object with ``--json``."""
     m = cat.manifest
     last = m["versions"][-1]
@@ -157,6 +173,7 @@ def _report(args: argparse.Namespace, cat, t0: float, action: str, note: str) ->
         "signed": bool(m["provenance"].get("signed")),
         "seconds": round(time.perf_counter() - t0, 3),
         "note": note,
+        "skipped": skipped or {},
     }
     if args.json:
         json.dump(summary, sys.stdout, sort_keys=True)
@@ -173,4 +190,9 @@ def _report(args: argparse.Namespace, cat, t0: float, action: str, note: str) ->
         f"  merkle root    {summary['merkle_root']} (tree size {summary['tree_size']})\n"
         f"  time           {summary['seconds']:.1f} s"
     )
+    if skipped:
+        print(
+            f"  skipped        {skipped['already_in_catalogue']} tile(s) already in the catalogue, "
+            f"{skipped['not_embedded']} with no accepted embedding yet (embed them, then build again)"
+        )
     return 0

@@ -8,6 +8,7 @@ import sys
 import time
 
 from pipeline.commands._options import add_catalogue_version, add_json, add_progress
+from pipeline.commands._progress import progress_bar
 
 __all__ = ["register", "run_verify"]
 
@@ -58,18 +59,13 @@ def run_verify(args: argparse.Namespace) -> int:
         tile_store = TileStore.open(args.tile_store)
     cat = Catalogue.open(args.catalogue, version=args.catalogue_version, tile_store=tile_store)
     kwargs = {"tile_id": args.tile, "against": args.against, "public_key": args.public_key}
-    if sys.stderr.isatty() and not (args.json or args.no_progress):
-        from rich.progress import Progress
-
-        with Progress(transient=True) as bar:
-            task = bar.add_task("re-hashing tiles and embeddings", total=None)
-            report = verify_catalogue(
-                cat,
-                progress=lambda done, total: bar.update(task, completed=done, total=total),
-                **kwargs,
-            )
-    else:
-        report = verify_catalogue(cat, **kwargs)
+    show = not (args.json or args.no_progress)
+    with progress_bar("verifying", None, enabled=show) as update:
+        report = verify_catalogue(
+            cat,
+            progress=lambda done, total: update(done, total, "checks (vectors, then pixels)"),
+            **kwargs,
+        )
     dt = time.perf_counter() - t0
     if args.json:
         doc = report.to_dict()

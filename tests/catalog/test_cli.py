@@ -132,6 +132,12 @@ def test_signing_key_spelling_and_json_everywhere(cli_catalogue, tmp_path, capsy
         assert summary["signed"] is True and summary["tiles"] == len(stores["ngc"][0].metadata())
         cp = Catalogue.open(tmp_path / out).manifest["provenance"]["checkpoint"]
         assert cp.splitlines()[0] == "example.org/test-log"  # origin == key name
+    n = len(stores["ngc"][0].metadata())
+    argv = ["build", "--store", stores["ngc"][0].uri, "--out", str(tmp_path / "a"), "--json"]
+    assert main([*argv, "--signing-key", str(path)]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["skipped"] == {"already_in_catalogue": n, "not_embedded": 0}
+    assert "already holds every embedded tile" in again["note"]
     assert main(["verify", str(tmp_path / "a"), "--public-key", f"{path}.pub", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["ok"] is True
