@@ -81,6 +81,9 @@ def table_to_bytes(table: Table, fmt: str) -> bytes:
     clean = _clean(table)
     if fmt == "json":
         frame = clean.to_pandas()
+        for name in frame.columns:  # unknown text is null, as NaN already is
+            if name in NULLABLE_TEXT and pd.api.types.is_string_dtype(frame[name]):
+                frame[name] = frame[name].astype(object).where(frame[name].str.strip() != "", None)
         rows = json.loads(frame.to_json(orient="records"))
         return (json.dumps({"meta": clean.meta, "rows": rows}, indent=1) + "\n").encode()
     if fmt == "votable":

@@ -139,3 +139,11 @@ def test_parquet_unparseable_date_is_null():
         None,
     ]
     assert back.column("exptime").null_count == 3  # missing column: unknown, null
+
+
+def test_json_export_writes_unknown_values_as_null(cat):
+    res = cat.similar(cat.metadata()["tile_id"][0], k=len(cat))
+    rows = json.loads(table_to_bytes(res, "json"))["rows"]
+    empty = [b == "" for b in res["bunit"]]
+    assert [r["bunit"] is None for r in rows] == empty and any(empty)
+    assert all(r["tile_id"] for r in rows)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import urllib.request
 
 import pytest
 
@@ -86,6 +87,8 @@ def test_hubcat_run_embeds_on_a_real_tls_grid(tmp_path, capsys):
         assert summary["units_failed"] == 0 and summary["merkle_root"]
         # the scheduler outlives the run: its dashboard belongs in the summary
         assert summary["dashboard"] and summary["dashboard"].startswith("http://127.0.0.1:")
+        with urllib.request.urlopen(summary["dashboard"], timeout=10) as page:  # bokeh is there
+            assert page.status == 200 and b"needs bokeh" not in page.read()
         cat = Catalogue.open(out)
         assert len(cat) == 4
         # every tile was computed by both enrolled volunteers (quorum 2 on a real grid)
