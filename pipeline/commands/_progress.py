@@ -54,3 +54,48 @@ def progress_bar(
                 bar.update(task, completed=done, **fields)
 
         yield update
+
+
+class StageBars:
+    """Draws the stages a run reports (``pipeline.run.ProgressCallback``): one bar per stage.
+
+    Use as a context manager; the instance is the callback::
+
+        with StageBars() as bars:
+            run_pipeline(..., progress=bars)
+    """
+
+    def __init__(self) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        self._bar = Progress(
+            TextColumn("[bold]{task.description:<10}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[note]}"),
+            console=Console(stderr=True),
+        )
+        self._tasks: dict[str, object] = {}
+
+    def __enter__(self) -> StageBars:
+        self._bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._bar.stop()
+
+    def __call__(self, stage: str, done: int, total: int | None, note: str = "") -> None:
+        if stage == "message":
+            self._bar.console.print(note, highlight=False, markup=False)
+            return
+        if stage not in self._tasks:
+            self._tasks[stage] = self._bar.add_task(stage, total=total, note="")
+        self._bar.update(self._tasks[stage], completed=done, total=total, note=note[-50:])

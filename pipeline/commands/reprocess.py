@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 
 from pipeline.commands._options import add_grid_dir, add_json, add_progress, add_signing_key
+from pipeline.commands._progress import StageBars
 
 __all__ = ["register", "run_reprocess"]
 
@@ -51,7 +53,10 @@ def run_reprocess(args: argparse.Namespace) -> int:
 
     operator_security(args.scheduler, args.grid_dir)
     signing_key = operator_signing_key(args.signing_key)
-    with scheduler_client(args.scheduler, args.grid_dir) as client:
+    show = not (args.no_progress or args.json)
+    with contextlib.ExitStack() as stack:
+        client = stack.enter_context(scheduler_client(args.scheduler, args.grid_dir))
+        bars = stack.enter_context(StageBars()) if show else False
         summary = reprocess_catalogue(
             args.catalogue,
             args.model,
@@ -60,7 +65,7 @@ def run_reprocess(args: argparse.Namespace) -> int:
             workers=args.workers,
             signing_key=signing_key,
             endpoint_url=args.endpoint_url,
-            progress=not (args.no_progress or args.json),
+            progress=bars,
         )
     if args.json:
         print(json.dumps(summary.to_dict(), sort_keys=True))

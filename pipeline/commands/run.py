@@ -13,6 +13,7 @@ from pipeline.commands._options import (
     add_signing_key,
     zooms,
 )
+from pipeline.commands._progress import StageBars
 
 __all__ = ["EXIT_PARTIAL", "register", "run_command"]
 
@@ -96,8 +97,13 @@ def run_command(args: argparse.Namespace) -> int:
 
     operator_security(args.scheduler, args.grid_dir)  # a missing certificate stops us before work
     signing_key = operator_signing_key(args.signing_key)
+    show = not (args.no_progress or args.json)
     with scheduler_client(args.scheduler, args.grid_dir) as client:
-        summary = _run(args, client, signing_key, run_pipeline)
+        if show:
+            with StageBars() as bars:
+                summary = _run(args, client, signing_key, run_pipeline, bars)
+        else:
+            summary = _run(args, client, signing_key, run_pipeline, False)
     if args.json:
         print(summary.to_json())
     else:
@@ -108,7 +114,7 @@ def run_command(args: argparse.Namespace) -> int:
     return 0 if summary.ok else EXIT_PARTIAL
 
 
-def _run(args: argparse.Namespace, client, signing_key, run_pipeline):
+def _run(args: argparse.Namespace, client, signing_key, run_pipeline, progress):
     return run_pipeline(
         args.sources,
         args.out,
@@ -125,7 +131,7 @@ def _run(args: argparse.Namespace, client, signing_key, run_pipeline):
         suffix=args.suffix,
         endpoint_url=args.endpoint_url,
         retry_failed=args.retry_failed,
-        progress=not (args.no_progress or args.json),
+        progress=progress,
     )
 
 

@@ -24,7 +24,7 @@ def _status(url: str) -> int:
         return 0
 
 
-def test_dashboard_status_answers_200_during_a_run(tmp_path):
+def test_dashboard_status_answers_200_during_a_run(tmp_path, capfd):
     from distributed import default_client
 
     from grid._selftest import _synthetic_fits
@@ -32,6 +32,7 @@ def test_dashboard_status_answers_200_during_a_run(tmp_path):
 
     mosaic = _synthetic_fits(tmp_path / "field.fits", (224, 224 * 2))
     seen: dict[str, int] = {}
+    events: list[tuple] = []
     stop = threading.Event()
 
     def watch() -> None:
@@ -48,16 +49,33 @@ def test_dashboard_status_answers_200_during_a_run(tmp_path):
     thread = threading.Thread(target=watch, daemon=True)
     thread.start()
     try:
+        capfd.readouterr()
         summary = run_pipeline(
-            [mosaic], tmp_path / "cat", zooms=(1,), unit_size=1, workers=1, progress=False
+            [mosaic],
+            tmp_path / "cat",
+            zooms=(1,),
+            unit_size=1,
+            workers=1,
+            progress=lambda *event: events.append(event),
         )
     finally:
         stop.set()
         thread.join(10)
     assert summary.units_computed == 2 and summary.merkle_root
+    # with a progress callback the library reports every step and prints nothing itself
+    out, err = capfd.readouterr()
+    assert "units" not in out and "━" not in err, (out, err)
+    stages = [e[0] for e in events]
+    assert {"tiling", "embedding", "catalogue", "message"} <= set(stages)
+    assert ("embedding", 2, 2) in [e[:3] for e in events] and ("tiling", 1, 1) in [
+        e[:3] for e in events
+    ]
+    links = [e[3] for e in events if e[0] == "message" and "dashboard" in e[3]]
+    assert len(links) == 1
     assert len(seen) == 1, seen
     url, code = next(iter(seen.items()))
     assert code == 200, f"{url} answered {code} during the run"
+    assert links[0].endswith(url)  # the link the run reported is the one that answered
     # the local cluster is gone now: its link is not in the summary, and it no longer answers
     base = url.removesuffix("/status")
     assert summary.dashboard is None and base not in summary.render()
