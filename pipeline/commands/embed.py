@@ -8,6 +8,7 @@ import sys
 import time
 
 from pipeline.commands._options import add_grid_dir, add_json, add_progress
+from pipeline.commands._progress import progress_bar
 
 __all__ = ["embed_in_process", "register", "run_embed"]
 
@@ -137,14 +138,29 @@ def run_embed(args: argparse.Namespace) -> int:
             options["n_workers"] = args.workers
         if args.threads:
             options["threads_per_worker"] = args.threads
-        with scheduler_client(args.scheduler, args.grid_dir) as client:
+        from embeddings import EmbeddingStore
+
+        emb = EmbeddingStore(store, model)
+        todo = sum(not emb.has(u.unit_key) for u in store.units())
+        with (
+            scheduler_client(args.scheduler, args.grid_dir) as client,
+            progress_bar("embedding", todo, enabled=progress) as update,
+        ):
+            accepted = [0]
+
+            def on_event(event: str, unit_key: str) -> None:
+                if event == "accepted":
+                    accepted[0] += 1
+                    update(accepted[0], note=unit_key)
+
             report = run_units(
                 store,
                 args.model,
                 args.weights,
                 client=client,
                 config=GridConfig(**options),
-                progress=progress,
+                progress=False,  # the grid reports through on_event; this command draws
+                callback=on_event,
             )
         summary = {
             "mode": "grid",
@@ -157,6 +173,14 @@ def run_embed(args: argparse.Namespace) -> int:
             "digest": report.model_digest,
             "embedding_store": f"{store.uri.rstrip('/')}/embeddings/{report.model_digest}",
         }
+        if report.units_failed:
+            from pipeline.run import _unit_reason
+
+            summary["unit_failures"] = [
+                {"unit_key": u.unit_key, "reason": _unit_reason(store, model, u.unit_key)}
+                for u in store.units()
+                if not emb.has(u.unit_key)
+            ]
     summary.update(model=model.name, weights_sha256=model.weights_sha256, dim=model.dim)
     if args.json:
         json.dump(summary, sys.stdout, indent=1)
@@ -170,4 +194,6 @@ def run_embed(args: argparse.Namespace) -> int:
             f"  digest {summary['digest']}\n"
             f"  vectors in {summary['embedding_store']}"
         )
+        for failure in summary.get("unit_failures", []):
+            print(f"  not accepted: {failure['unit_key']}: {failure['reason']}")
     return 3 if summary["units_failed"] else 0

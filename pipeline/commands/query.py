@@ -126,6 +126,7 @@ def run_query(args: argparse.Namespace) -> int:
             import numpy as np
 
             table = result_table(cat.metadata(), np.arange(len(cat)), None, "")
+            table.meta.update({"query": "list", **cat._table_info()})
         elif args.cone is not None:
             coord = SkyCoord(args.ra * u.deg, args.dec * u.deg)
             table = cat.cone(coord, args.cone, **filters)
