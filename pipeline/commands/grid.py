@@ -101,7 +101,10 @@ def _init(args: argparse.Namespace) -> int:
     hosts = tuple(args.host) if args.host else ("localhost", "127.0.0.1")
     auth = GridAuthority.init(args.dir, hosts=hosts, days=args.days)
     print(f"grid directory {auth.directory}: CA, scheduler and operator certificates created")
-    print(f"next: hubcat grid enroll NAME --dir {args.dir}; hubcat grid scheduler --dir {args.dir}")
+    print(
+        f"next: hubcat grid enroll NAME --grid-dir {args.dir}; "
+        f"hubcat grid scheduler --grid-dir {args.dir}"
+    )
     return 0
 
 
