@@ -122,7 +122,8 @@ def run_units(
     grid_dir : path-like or None
         The operator's grid directory: its register gives each volunteer's enrolment account
         (replicas of a unit go to different accounts) and revocations, and its ``ledger.key``
-        signs the credit ledger.
+        signs the credit ledger. Default: the ``hubcat_grid_dir`` attribute of ``client``
+        (set by the CLI's connection to a TLS grid), if any.
     ledger_key : path-like, Ed25519PrivateKey or None
         The key that signs the credit ledger (default: the grid directory's, else
         :func:`grid.default_ledger_key`, made on first use).
@@ -154,6 +155,8 @@ def run_units(
     local = client is None
     quorum = config.quorum(local)
     accounts, revoked = {}, None
+    if grid_dir is None:  # set by pipeline._connect.scheduler_client for a TLS grid
+        grid_dir = getattr(client, "hubcat_grid_dir", None)
     if grid_dir is not None:
         from grid._pki import GridAuthority
 
