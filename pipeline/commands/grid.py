@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -69,7 +70,9 @@ def register(subparsers) -> None:
     q = sub.add_parser("scheduler", help="run the TLS scheduler with the admission gate")
     q.add_argument(
         *_DIR_FLAGS,
-        **_dir_options("grid directory, or its scheduler/ folder alone (all a scheduler host needs)"),
+        **_dir_options(
+            "grid directory, or its scheduler/ folder alone (all a scheduler host needs)"
+        ),
     )
     q.add_argument("--host", default="0.0.0.0")
     q.add_argument("--port", type=int, default=8786)
