@@ -343,6 +343,12 @@ class Engine:
             if n not in used and self.account(n) not in used_accounts and not self.is_revoked(n)
         ]
 
+    def eligible_any(self, rec: dict) -> bool:
+        """Whether a connected volunteer could still take ``rec`` (ignoring revocations)."""
+        used = self.used_workers(rec)
+        accounts = {self.account(n) for n in used}
+        return any(n not in used and self.account(n) not in accounts for n in self.names.values())
+
     def plan(self, rec: dict) -> None:
         """Submit what ``rec`` still needs (nothing when accepted, disputed or busy)."""
         if rec["state"] != UnitState.PENDING or not self.names:
@@ -373,6 +379,10 @@ class Engine:
                 return
             candidates = self.eligible(rec)
             if not candidates:
+                if not self.running(rec) and self.counted(rec) and not self.eligible_any(rec):
+                    rec["state"] = UnitState.DISPUTED  # every volunteer here has had it
+                    self.save(rec)
+                    self.emit("disputed", rec["unit_key"])
                 return
             self.submit(rec, workers=self.pick(candidates))
 
@@ -540,10 +550,10 @@ class Engine:
             yield rid, group, valid
 
     def required(self, rec: dict) -> int:
-        """Agreeing volunteers that accept ``rec``: 1 for a trusted single, the quorum, and one
-        more once its replicas have disagreed, so that two colluders who meet an honest
-        volunteer on a unit cannot outvote it (they win only a unit they are given both
-        replicas of)."""
+        """Agreeing volunteers that accept ``rec``: 1 for a trusted single, the quorum, and
+        ``dispute_margin`` more once its replicas have disagreed, so that two colluders who meet
+        an honest volunteer on a unit cannot outvote it (they win only a unit they are given
+        both replicas of)."""
         if rec["single"]:
             return 1
         disputed = any(
@@ -553,7 +563,7 @@ class Engine:
         if not disputed:
             groups = {frozenset(o for o, _ in g) for _, g, _ in self.groups(rec)}
             disputed = len(groups) > 1
-        extra = 1 if disputed and self.quorum > 1 else 0
+        extra = self.cfg.dispute_margin if disputed and self.quorum > 1 else 0
         return min(self.quorum + extra, self.cfg.max_replicas)
 
     def best_group(self, rec: dict) -> int:
