@@ -133,6 +133,7 @@ class Engine:
         self.layouts: dict[str, dict] = {}
         self.zarr_meta: dict[str, dict] = {}
         self.gated = False
+        self.attributed: dict[str, str] = {}
 
     require_gate = True
 
@@ -405,13 +406,10 @@ class Engine:
         if self.local:
             return LOCAL_VOLUNTEER
         if self.gated:
-            try:
-                done = self.client.sync(
-                    self.client.scheduler.hubcat_attribution, keys=[fut.key], forget=True
-                )
-            except Exception:
-                return None
-            return (done or {}).get(str(fut.key))
+            key = str(fut.key)
+            if key not in self.attributed:
+                self.attribute([fut])
+            return self.attributed.pop(key, None)
         # a cluster of the operator's own processes without the gate (tcp://, tests)
         try:
             who = self.client.who_has([fut]).get(fut.key, ())
@@ -420,6 +418,19 @@ class Engine:
         for addr in who:
             return self.names.get(addr) or self.refresh_workers().get(addr)
         return None
+
+    def attribute(self, futures) -> None:
+        """Ask the scheduler, in one call, who computed each of ``futures`` (gated grids)."""
+        keys = [str(f.key) for f in futures if f.status == "finished"]
+        if not keys or not self.gated:
+            return
+        try:
+            done = self.client.sync(
+                self.client.scheduler.hubcat_attribution, keys=keys, forget=True
+            )
+        except Exception:
+            return
+        self.attributed.update({k: v for k, v in (done or {}).items() if v})
 
     def handle(self, fut) -> None:
         unit_key, rid, _t0, kind, _addr = self.futures.pop(fut)
@@ -764,7 +775,9 @@ class Engine:
                 continue
             with contextlib.suppress(TimeoutError):
                 wait(list(self.futures), timeout=1.0, return_when="FIRST_COMPLETED")
-            for fut in [f for f in self.futures if f.done()]:
+            done = [f for f in self.futures if f.done()]
+            self.attribute(done)
+            for fut in done:
                 if fut in self.futures:
                     self.handle(fut)
                     last_progress = time.monotonic()
