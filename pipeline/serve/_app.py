@@ -171,6 +171,16 @@ def create_app(
             )
         return _error_response(request, 400, "; ".join(parts))
 
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception):
+        import logging
+
+        logging.getLogger(__name__).exception("unexpected error on %s", request.url.path)
+        message = (
+            f"the service failed on this request ({type(exc).__name__}: {exc}); please report it"
+        )
+        return _error_response(request, 500, message)
+
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException):
         message = str(exc.detail)
