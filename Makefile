@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 SAMPLE_SPEC ?= mpdaf==3.6
 OUT ?= demo-catalogue
 
-.PHONY: demo test lint bench clean-venv install
+.PHONY: demo test lint bench clean-venv install chromium
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +25,15 @@ install: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(BIN)/hubcat demo --out $(OUT)
 
-test: $(VENV)/.installed
+# The web page's test drives Debian's Chromium through Playwright: install it when it is missing
+# and we are root (CI is); otherwise that test skips and says why.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "chromium is not installed (needs root and apt-get): the browser test will skip"; fi; }
+
+test: $(VENV)/.installed chromium
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed
