@@ -22,7 +22,7 @@ from pipeline.serve._access import BodyLimitMiddleware, Caller, Gate, MeterMiddl
 from pipeline.serve._config import ServeConfig
 from pipeline.serve._images import cutout_fits, cutout_png, read_upload
 from pipeline.serve._params import FORMATS, MEDIA_TYPES, filters_from, position, radius_deg
-from pipeline.serve._votable import scs_error, scs_votable
+from pipeline.serve._votable import result_votable, scs_error, scs_votable
 from pipeline.serve.errors import BadRequestError, NotFoundError, RateLimitedError, ServeError
 
 __all__ = ["STATIC_DIR", "create_app"]
@@ -56,6 +56,8 @@ def _status_of(exc: Exception) -> int:
 def _render(table, fmt: str) -> Response:
     from catalog._export import table_to_bytes
 
+    if fmt == "votable":  # not catalog's writer: see pipeline.serve._votable._write
+        return Response(result_votable(table), media_type=MEDIA_TYPES[fmt])
     return Response(table_to_bytes(table, fmt), media_type=MEDIA_TYPES[fmt])
 
 
@@ -64,6 +66,40 @@ def _check_format(fmt: str) -> str:
         msg = f"format={fmt!r} is not offered; choose one of {list(FORMATS)}"
         raise BadRequestError(msg)
     return fmt
+
+
+def _warm(cat, tile_id: str, read_tile) -> None:
+    """Run every route's code once, in this thread, before serving.
+
+    This reads the metadata, vectors and index, loads the embedding model, and imports every
+    module the routes use. Importing C extensions for the first time from several threads at once
+    can crash the process; after this, requests import nothing new.
+    """
+    from astropy import units as u
+
+    from catalog._export import table_to_bytes
+    from catalog.errors import CatalogError
+    from tiling.errors import HubcatError
+
+    similar = cat.similar(tile_id, k=1)
+    for fmt in FORMATS:
+        _render(similar, fmt)
+    row = cat.metadata().iloc[0]
+    cone = cat.cone(position(row["ra"], row["dec"]), 1 * u.arcsec)
+    scs_votable(cone)
+    scs_error("warm-up")
+    cutout = read_tile(tile_id)
+    cutout_png(cutout.pixels)
+    cutout_fits(cutout.pixels, cutout.wcs, {"TILEID": tile_id})
+    table_to_bytes(similar, "json")
+    try:
+        cat.verify(tile_id)
+    except HubcatError:  # an unsigned or incomplete log: the provenance route will say so
+        pass
+    try:  # the model, for image queries
+        cat.similar(np.zeros((64, 64), np.float32), k=1, stretch=False)
+    except CatalogError:  # its weights are not here: image queries will answer 503
+        pass
 
 
 def create_app(
@@ -110,9 +146,17 @@ def create_app(
             quotas.seed(caller, utc_day(), units)
     gate = Gate(config, keys, quotas)
     embed_lock = threading.Lock()
+    # tile reads build the tile's astropy WCS, and wcslib is not thread-safe (concurrent use
+    # crashes the process): one tile read at a time
+    tile_lock = threading.Lock()
+
+    def read_tile(tile_id: str):
+        with tile_lock:
+            return cat.tile(tile_id)
+
     meta = cat.metadata()
     if warm and len(cat):
-        cat.similar(str(meta["tile_id"].iloc[0]), k=1)
+        _warm(cat, str(meta["tile_id"].iloc[0]), read_tile)
 
     app = FastAPI(
         title="hubcat",
@@ -290,7 +334,7 @@ def create_app(
     def tile_png(tile_id: str, _c: Caller = Depends(need("cutout"))) -> Response:
         _tile_row(tile_id)
         return Response(
-            cutout_png(cat.tile(tile_id).pixels),
+            cutout_png(read_tile(tile_id).pixels),
             media_type="image/png",
             headers={"Cache-Control": "max-age=86400"},
         )
@@ -302,7 +346,7 @@ def create_app(
     )
     def tile_fits(tile_id: str, _c: Caller = Depends(need("cutout"))) -> Response:
         row = meta.iloc[_tile_row(tile_id)]
-        cutout = cat.tile(tile_id)
+        cutout = read_tile(tile_id)
         cards = {
             "TILEID": tile_id,
             "ZOOM": int(row["zoom"]),
@@ -325,7 +369,8 @@ def create_app(
         from tiling.errors import StoreNotFoundError
 
         _tile_row(tile_id)
-        proof = cat.verify(tile_id)
+        with tile_lock:  # re-reads and re-hashes the tile's pixels
+            proof = cat.verify(tile_id)
         out = proof.to_dict()
         try:
             out["public_key"] = cat.store.get("provenance/public_key").decode().strip()

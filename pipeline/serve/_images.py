@@ -45,10 +45,8 @@ def cutout_fits(pixels: np.ndarray, wcs, cards: dict[str, object]) -> bytes:
     header = wcs.to_header() if wcs is not None else fits.Header()
     for key, value in cards.items():
         header[key] = value
-    header["TILESHA"] = (
-        hashlib.sha256(data.astype("<f4").tobytes()).hexdigest()[:64],
-        "sha256 of the pixels as float32 LE",
-    )
+    # sha256 of the pixels as float32 little-endian (the leaf's tile_sha256); no room for a comment
+    header["TILESHA"] = hashlib.sha256(data.astype("<f4").tobytes()).hexdigest()
     buf = io.BytesIO()
     fits.PrimaryHDU(data, header=header).writeto(buf)
     return buf.getvalue()

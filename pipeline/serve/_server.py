@@ -66,7 +66,11 @@ def open_service(
 
 def run_server(app, *, host: str = "127.0.0.1", port: int = 8000, announce=None) -> None:
     """Serve ``app`` with uvicorn until interrupted."""
+    import faulthandler
+
     import uvicorn
+
+    faulthandler.enable()  # a crash in a C extension leaves its traceback in the log
 
     from catalog import CatalogWarning
 

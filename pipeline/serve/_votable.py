@@ -15,7 +15,7 @@ import numpy as np
 from astropy.io.votable.tree import Field, Info, Resource, VOTableFile
 from astropy.io.votable.tree import TableElement as VOTable
 
-__all__ = ["SCS_COLUMNS", "scs_error", "scs_votable"]
+__all__ = ["SCS_COLUMNS", "result_votable", "scs_error", "scs_votable"]
 
 #: SCS output columns: (name, datatype, unit, UCD1 word, description, minimum VERB level).
 #: Columns without a UCD1 word of their own carry none.
@@ -35,9 +35,24 @@ SCS_COLUMNS: tuple[tuple[str, str, str | None, str | None, str, int], ...] = (
 
 
 def _write(votable: VOTableFile) -> bytes:
+    # astropy's C TABLEDATA writer (astropy.io.votable.tablewriter) crashes the process when
+    # threads write VOTables at once, even one at a time under a lock (astropy 8.0; it corrupts
+    # memory that the garbage collector later walks). The service writes from several threads,
+    # so it uses astropy's own pure-Python writer, which gives the same XML.
     buf = io.BytesIO()
-    votable.to_xml(buf)
+    votable.to_xml(buf, _debug_python_based_parser=True)
     return buf.getvalue()
+
+
+def result_votable(table) -> bytes:
+    """A search result table as a VOTable (the astropy conversion, written thread-safely)."""
+    from astropy.io.votable import from_table
+
+    clean = table.copy(copy_data=False)
+    clean.meta = {
+        str(k): v for k, v in table.meta.items() if isinstance(v, str | int | float | bool)
+    }
+    return _write(from_table(clean))
 
 
 def scs_votable(table, *, verb: int = 2, description: str = "") -> bytes:

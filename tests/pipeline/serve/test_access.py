@@ -137,7 +137,7 @@ def test_anonymous_off(cat, tmp_path):
 
     store = KeyStore(tmp_path / "keys.json")
     _key, secret = store.add("only", ["read"])
-    app = create_app(cat, config=ServeConfig(anonymous="off"), keys=store)
+    app = create_app(cat, config=ServeConfig(anonymous="off"), keys=store, warm=False)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
