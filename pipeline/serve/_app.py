@@ -337,10 +337,22 @@ def create_app(
         limit: int = Query(100, ge=1, le=10_000),
         format: str = Query("json", description="json, votable or csv"),
     ) -> Response:
-        from catalog._query import result_table
+        from astropy.table import Table
 
-        rows = np.arange(offset, min(offset + limit, len(meta)))
-        return _render(result_table(meta, rows, None, ""), _check_format(format))
+        sub = meta.iloc[offset : offset + limit]
+        table = Table()
+        table["tile_id"] = sub["tile_id"].astype(str).to_numpy(dtype=str)
+        table["ra"] = sub["ra"].to_numpy(float) * u.deg
+        table["dec"] = sub["dec"].to_numpy(float) * u.deg
+        table["zoom"] = sub["zoom"].to_numpy(int)
+        for name, column in (
+            ("instrument", "instrument"),
+            ("filter", "filter"),
+            ("date", "date_obs"),
+        ):
+            table[name] = sub[column].astype(str).to_numpy(dtype=str)
+        table.meta.update({"catalogue": cat.uri, "offset": offset, "total": len(meta)})
+        return _render(table, _check_format(format))
 
     @app.get("/api/tiles/{tile_id}", summary="One tile's metadata")
     async def tile(tile_id: str, _c: Caller = Depends(need("lookup"))) -> dict:

@@ -64,6 +64,20 @@ def open_service(
     return create_app(cat, config=config, keys=store, ledger=ledger)
 
 
+def _one_openmp_thread_per_search() -> None:
+    """Search each query on one OpenMP thread.
+
+    A service answers many small queries at once; FAISS's OpenMP threads, left to their default
+    (one per core), spin between searches and take the cores from the threads answering
+    requests.
+    """
+    try:
+        import faiss
+    except ImportError:  # pragma: no cover - faiss is a dependency of catalog
+        return
+    faiss.omp_set_num_threads(1)
+
+
 def run_server(app, *, host: str = "127.0.0.1", port: int = 8000, announce=None) -> None:
     """Serve ``app`` with uvicorn until interrupted."""
     import faulthandler
@@ -71,6 +85,7 @@ def run_server(app, *, host: str = "127.0.0.1", port: int = 8000, announce=None)
     import uvicorn
 
     faulthandler.enable()  # a crash in a C extension leaves its traceback in the log
+    _one_openmp_thread_per_search()
 
     from catalog import CatalogWarning
 

@@ -210,3 +210,11 @@ def test_provenance_verifies_on_the_client(service, tile_ids, operator_key):
     assert not verify_inclusion(
         hash_leaf(leaf), proof["leaf_index"], proof["tree_size"], bad, proof["root"]
     )
+
+
+def test_tile_listing_pages_through_the_catalogue(service, tile_ids):
+    first = get(service, "/api/tiles", limit=5).json()
+    rest = get(service, "/api/tiles", offset=5, limit=1000).json()
+    assert [r["tile_id"] for r in first["rows"] + rest["rows"]] == tile_ids
+    assert first["meta"]["total"] == len(tile_ids)
+    assert set(first["rows"][0]) >= {"tile_id", "ra", "dec", "zoom", "instrument", "filter", "date"}
