@@ -134,7 +134,7 @@ def cat(served_dir):
 
 @pytest.fixture(scope="session")
 def service(served_dir, serve_dir, ledger_key):
-    """The service with keys (anonymous read-only at 5 req/s), a signed usage ledger.
+    """The service with keys (anonymous read-only at 100 req/s), a signed usage ledger.
 
     Keys: ``reader`` (read), ``imager`` (read + search-by-image), ``admin``, ``slow`` (1
     request/s, burst 2), ``thrifty`` (5 units a day), ``revoked`` (revoked before the start).
@@ -162,6 +162,8 @@ def service(served_dir, serve_dir, ledger_key):
         serve_dir,
         "--anonymous",
         "read",
+        "--anonymous-rate",
+        "100",  # the page and pyvo tests call anonymously; the key tests test the limits
         keys_file=keys_file,
         ledger=serve_dir / "usage.jsonl",
         signing_key=ledger_key,

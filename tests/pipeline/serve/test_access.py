@@ -3,6 +3,7 @@ anonymous access as configured."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import threading
@@ -129,15 +130,11 @@ def test_a_key_revoked_while_serving_stops_working(service, tile_ids):
     assert _get(service, f"/api/tiles/{tile_ids[0]}", headers=headers).status_code == 401
 
 
-def test_anonymous_off(cat, tmp_path):
-    """With anonymous access off every route needs a key (a second, in-process uvicorn server)."""
+@contextlib.contextmanager
+def in_process_server(app):
+    """``app`` on a real uvicorn server in a thread, on a free loopback port; yields its URL."""
     import uvicorn
 
-    from pipeline.serve import KeyStore, ServeConfig, create_app
-
-    store = KeyStore(tmp_path / "keys.json")
-    _key, secret = store.add("only", ["read"])
-    app = create_app(cat, config=ServeConfig(anonymous="off"), keys=store, warm=False)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -146,11 +143,34 @@ def test_anonymous_off(cat, tmp_path):
         deadline = time.monotonic() + 30
         while not server.started and time.monotonic() < deadline:
             time.sleep(0.05)
-        url = f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def test_anonymous_off(cat, tmp_path):
+    """With anonymous access off every route needs a key (a second, in-process uvicorn server)."""
+    from pipeline.serve import KeyStore, ServeConfig, create_app
+
+    store = KeyStore(tmp_path / "keys.json")
+    _key, secret = store.add("only", ["read"])
+    app = create_app(cat, config=ServeConfig(anonymous="off"), keys=store, warm=False)
+    with in_process_server(app) as url:
         r = requests.get(url + "/api/info", timeout=10)
         assert r.status_code == 401 and "admits no anonymous requests" in r.json()["error"]
         r = requests.get(url + "/api/info", headers={"X-API-Key": secret}, timeout=10)
         assert r.status_code == 200 and r.json()["anonymous"] == "off"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+
+
+def test_anonymous_read_only_at_a_low_rate(cat, tile_ids):
+    from pipeline.serve import ServeConfig, create_app
+
+    config = ServeConfig(anonymous="read", anonymous_rate=0.2, anonymous_burst=2)
+    with in_process_server(create_app(cat, config=config, warm=False)) as url:
+        codes = [
+            requests.get(f"{url}/api/tiles/{tile_ids[0]}", timeout=10).status_code for _ in range(3)
+        ]
+        assert codes == [200, 200, 429]
+        r = requests.get(f"{url}/api/tiles/{tile_ids[0]}", timeout=10)
+        assert r.status_code == 429 and int(r.headers["Retry-After"]) >= 1
