@@ -13,7 +13,7 @@ from embeddings._model import EmbeddingModel
 from embeddings.errors import TileInputError
 from tiling.augment import AUGMENTATIONS
 
-__all__ = ["embed_tiles", "preprocess", "validate_tiles"]
+__all__ = ["calibration_images", "embed_tiles", "preprocess", "validate_tiles"]
 
 N_AUG = len(AUGMENTATIONS)
 #: Tolerance on the [0, 1] range of stretched tiles (rounding of the stretch).
@@ -107,7 +107,7 @@ def preprocess(model: EmbeddingModel, images: torch.Tensor) -> torch.Tensor:
     if images.shape[-2:] != (h, w):
         mode = spec.interpolation if spec.interpolation in ("bilinear", "bicubic") else "bilinear"
         images = F.interpolate(images, size=(h, w), mode=mode, antialias=True, align_corners=False)
-    memory = torch.channels_last if model.config.channels_last else torch.contiguous_format
+    memory = torch.channels_last if model.channels_last else torch.contiguous_format
     out = torch.empty((images.shape[0], c, h, w), dtype=torch.float32, memory_format=memory)
     if images.shape[1] == 1 and len(set(spec.mean)) == 1 and len(set(spec.std)) == 1:
         # one band, same normalisation on every channel: normalise once, then replicate
@@ -190,3 +190,16 @@ def embed_tiles(
     if per_aug is not None:
         return pooled, per_aug
     return pooled
+
+
+def calibration_images(model: EmbeddingModel, tiles: np.ndarray) -> np.ndarray:
+    """The normalised network input of ``tiles`` and their 8 augmentations (for calibration).
+
+    Returns
+    -------
+    numpy.ndarray, shape (8 N, C, h, w), float32, C-contiguous
+    """
+    tiles = validate_tiles(tiles, model.spec.channels)
+    with torch.inference_mode():
+        images = preprocess(model, _augment_torch(torch.from_numpy(tiles)))
+    return np.ascontiguousarray(images.numpy())
