@@ -14,6 +14,7 @@ import torch
 
 from embeddings._config import EmbedConfig
 from embeddings._registry import DEFAULT_MODEL, ModelSpec, get_spec, spec_from_pretrained_cfg
+from embeddings._runtime import Resolved, resolve
 from embeddings._weights import (
     default_weights_path,
     fetch_hub_file,
@@ -23,7 +24,6 @@ from embeddings._weights import (
     sha256_file,
     timm_random_init_guard,
 )
-from embeddings._runtime import Resolved, resolve
 from embeddings.errors import (
     CorruptWeightsError,
     EmbeddingError,
