@@ -26,7 +26,14 @@ import torch
 from embeddings._weights import sha256_file
 from embeddings.errors import IRCacheError, ModelConversionError
 
-__all__ = ["PreLogits", "cache_root", "cached_conversion", "conversion_key", "probe_batch"]
+__all__ = [
+    "PreLogits",
+    "StageNet",
+    "cache_root",
+    "cached_conversion",
+    "conversion_key",
+    "probe_batch",
+]
 
 #: Bump when the conversion itself changes (another wrapper, other options).
 CONVERSION_VERSION = 1
@@ -45,6 +52,40 @@ class PreLogits(torch.nn.Module):
         return self.net.forward_head(self.net.forward_features(x), pre_logits=True)
 
 
+def _rot90(x: torch.Tensor, k: int) -> torch.Tensor:
+    """``torch.rot90(x, k, dims=(-2, -1))`` as flips and a transpose (ops every converter has)."""
+    if k == 0:
+        return x
+    if k == 1:
+        return x.flip(-1).transpose(-2, -1)
+    if k == 2:
+        return x.flip(-1).flip(-2)
+    return x.transpose(-2, -1).flip(-1)
+
+
+class StageNet(torch.nn.Module):
+    """The whole embed stage but pooling, as one network: tiles in, per-augmentation features out.
+
+    Input: tiles ``(n, C, H, W)`` in [0, 1] at the network's input size (single-band tiles are
+    given replicated to the C channels). It makes the 8 flips/rotations in the order of
+    :func:`tiling.augment.augment` (augmentation-minor), normalises ``(x - mean) / std`` and runs
+    the network: output ``(8 n, D)`` pre-logits features. Converted runtimes fuse these steps,
+    so the stage costs what the bare network costs.
+    """
+
+    def __init__(self, net: torch.nn.Module, mean, std) -> None:
+        super().__init__()
+        self.features = PreLogits(net)
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flipped = x.flip(-1)
+        views = [_rot90(src, k) for src in (x, flipped) for k in range(4)]
+        images = torch.stack(views, dim=1).flatten(0, 1)
+        return self.features((images - self.mean) / self.std)
+
+
 def cache_root(cache_dir: str | os.PathLike[str] | None) -> Path:
     """The cache folder: ``cache_dir``, else ``$XDG_CACHE_HOME/hubcat/ir`` (``~/.cache``)."""
     if cache_dir:
@@ -60,9 +101,9 @@ def conversion_key(fields: dict[str, Any]) -> str:
 
 
 def probe_batch(input_size: tuple[int, int, int], n: int = 2) -> np.ndarray:
-    """A seeded, normalised-range probe input, float32 ``(n, C, H, W)`` in [-1, 1]."""
+    """A seeded probe input of tiles, float32 ``(n, C, H, W)`` in [0, 1]."""
     rng = np.random.default_rng(12345)
-    return rng.uniform(-1.0, 1.0, size=(n, *input_size)).astype(np.float32)
+    return rng.uniform(0.0, 1.0, size=(n, *input_size)).astype(np.float32)
 
 
 @contextlib.contextmanager

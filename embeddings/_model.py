@@ -111,9 +111,9 @@ class EmbeddingModel:
     def _calibration_images(self) -> np.ndarray | None:
         if self.calibration is None or self.resolved.precision != "int8":
             return None
-        from embeddings._embed import calibration_images
+        from embeddings._embed import stage_input
 
-        return calibration_images(self, self.calibration)
+        return stage_input(self, self.calibration)
 
     def record(self) -> dict[str, Any]:
         """Every parameter that changes an output vector (the input of :attr:`digest`).
