@@ -157,15 +157,17 @@ class _Converted(Backend):
         spec = self.spec
         if kind == "stage":
             module: torch.nn.Module = StageNet(self.net, spec.mean, spec.std).eval()
-            probe = probe_batch(spec.input_size, 1)
+            probe = probe_batch(spec.input_size, 2)
         else:
             module = PreLogits(self.net).eval()
-            probe = probe_batch(spec.input_size, 2) * 2.0 - 1.0
+            probe = probe_batch(spec.input_size, 3) * 2.0 - 1.0
+        # traced on the first probe, checked on the others: a value the tracer froze shows up
+        example, check = probe[:1], probe[1:]
 
         def convert(folder: Path) -> None:
             try:
                 with quiet_tracing():
-                    self._convert(module, probe, folder)
+                    self._convert(module, example, folder)
             except ModelConversionError:
                 raise
             except Exception as exc:
@@ -176,8 +178,8 @@ class _Converted(Backend):
                 )
                 raise ModelConversionError(msg) from exc
             with torch.inference_mode():
-                want = module(torch.from_numpy(probe)).float().numpy()
-            check_probe(spec.name, self.label, self._load(folder, fp32=True)(probe), want)
+                want = module(torch.from_numpy(check)).float().numpy()
+            check_probe(spec.name, self.label, self._load(folder, fp32=True)(check), want)
             if kind == "stage" and self.resolved.precision == "int8":
                 self._quantize(folder, self.calibration)
 

@@ -101,9 +101,10 @@ def conversion_key(fields: dict[str, Any]) -> str:
 
 
 def probe_batch(input_size: tuple[int, int, int], n: int = 2) -> np.ndarray:
-    """A seeded probe input of tiles, float32 ``(n, C, H, W)`` in [0, 1]."""
+    """Seeded probe tiles, float32 ``(n, C, H, W)`` in [0, 1], each of another brightness."""
     rng = np.random.default_rng(12345)
-    return rng.uniform(0.0, 1.0, size=(n, *input_size)).astype(np.float32)
+    powers = np.arange(1, 2 * n, 2, dtype=np.float64).reshape(n, 1, 1, 1)
+    return (rng.uniform(0.0, 1.0, size=(n, *input_size)) ** powers).astype(np.float32)
 
 
 @contextlib.contextmanager

@@ -63,7 +63,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"hubcat {args.command}: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"hubcat {args.command}: interrupted; re-run the same command to resume.", file=sys.stderr)
+        print(
+            f"hubcat {args.command}: interrupted; re-run the same command to resume.",
+            file=sys.stderr,
+        )
         return 130
 
 

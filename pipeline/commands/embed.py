@@ -7,6 +7,8 @@ import json
 import sys
 import time
 
+from pipeline.commands._options import add_runtime_options, runtime_environment
+
 __all__ = ["embed_in_process", "register", "run_embed"]
 
 
@@ -38,12 +40,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--store", required=True, metavar="PATH", help="tile store folder or s3://")
     parser.add_argument("--model", metavar="NAME", help="registered or timm model name, hf-hub:...")
     parser.add_argument("--weights", metavar="FILE", help="local weights (safetensors/state dict)")
+    add_runtime_options(parser)
     parser.add_argument(
         "--in-process", action="store_true", help="embed in this process instead of on the grid"
     )
     parser.add_argument("--workers", type=_positive, metavar="N", help="local worker processes")
     parser.add_argument(
-        "--threads", type=_positive, metavar="N", help="torch threads (per worker on the grid)"
+        "--threads", type=_positive, metavar="N", help="inference threads (per worker on the grid)"
     )
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -90,7 +93,13 @@ def embed_in_process(store, model, *, progress: bool = True) -> dict:
             vectors = embed_tiles(
                 model, tiles, progress=lambda n, base=base: bar.update(task, completed=base + n)
             )
-            emb.write(ref.unit_key, tile_ids, vectors, volunteers=["local"])
+            emb.write(
+                ref.unit_key,
+                tile_ids,
+                vectors,
+                volunteers=["local"],
+                numerical_class=model.numerical_class,
+            )
             done_tiles += len(tile_ids)
     return {
         "units": len(units),
@@ -99,11 +108,18 @@ def embed_in_process(store, model, *, progress: bool = True) -> dict:
         "tiles_done": done_tiles,
         "seconds": round(time.perf_counter() - t0, 3),
         "digest": model.digest,
+        "numerical_class": model.numerical_class,
         "embedding_store": emb.uri,
     }
 
 
 def run_embed(args: argparse.Namespace) -> int:
+    """Run the command with ``--runtime``/``--precision`` as the embedding defaults."""
+    with runtime_environment(args):
+        return _run_embed(args)
+
+
+def _run_embed(args: argparse.Namespace) -> int:
     """Run ``hubcat embed``; return 0 when every unit is embedded, 3 when some were not."""
     from embeddings import EmbedConfig, load_model
     from tiling import TileStore
@@ -136,6 +152,7 @@ def run_embed(args: argparse.Namespace) -> int:
             "embedding_store": f"{store.uri.rstrip('/')}/embeddings/{report.model_digest}",
         }
     summary.update(model=model.name, weights_sha256=model.weights_sha256, dim=model.dim)
+    summary.setdefault("numerical_class", model.numerical_class)
     if args.json:
         json.dump(summary, sys.stdout, indent=1)
         print()
@@ -145,6 +162,7 @@ def run_embed(args: argparse.Namespace) -> int:
             f"{summary['units_skipped']} already done, {summary['units_failed']} not accepted, "
             f"in {summary['seconds']:.1f} s ({summary['mode']})\n"
             f"  model {model.name} ({model.dim}-d), weights sha256 {model.weights_sha256}\n"
+            f"  runtime {summary['numerical_class']}\n"
             f"  digest {summary['digest']}\n"
             f"  vectors in {summary['embedding_store']}"
         )

@@ -6,6 +6,8 @@ import argparse
 import json
 import logging
 
+from pipeline.commands._options import add_runtime_options, runtime_environment
+
 __all__ = ["register", "run_reprocess"]
 
 
@@ -23,6 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("catalogue", metavar="CATALOGUE", help="catalogue folder or s3:// prefix")
     parser.add_argument("--model", required=True, help="timm / registered model name")
     parser.add_argument("--weights", metavar="FILE", help="local weights file for --model")
+    add_runtime_options(parser)
     parser.add_argument(
         "--scheduler", metavar="ADDRESS", help="Dask scheduler (default: local cluster)"
     )
@@ -41,6 +44,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_reprocess(args: argparse.Namespace) -> int:
+    """Run the command with ``--runtime``/``--precision`` as the embedding defaults."""
+    with runtime_environment(args):
+        return _run_reprocess(args)
+
+
+def _run_reprocess(args: argparse.Namespace) -> int:
     from pipeline.run import reprocess_catalogue
 
     if not args.verbose:

@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 
-from pipeline.commands._options import zooms
+from pipeline.commands._options import add_runtime_options, runtime_environment, zooms
 
 __all__ = ["EXIT_PARTIAL", "register", "run_command"]
 
@@ -56,6 +56,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--model", help="embedding model name (default: tf_efficientnet_lite0)")
     parser.add_argument("--weights", metavar="FILE", help="local weights file for --model")
+    add_runtime_options(parser)
     parser.add_argument("--zooms", type=zooms, help="binning factors, e.g. 1,2,4")
     parser.add_argument(
         "--stride", type=int, help="step between tiles in tile pixels (default 224)"
@@ -77,6 +78,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_command(args: argparse.Namespace) -> int:
+    """Run the command with ``--runtime``/``--precision`` as the embedding defaults."""
+    with runtime_environment(args):
+        return _run_command(args)
+
+
+def _run_command(args: argparse.Namespace) -> int:
     from pipeline.errors import SourceSpecError
     from pipeline.run import run_pipeline
 
