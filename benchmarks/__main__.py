@@ -17,7 +17,9 @@ ORDER = ["tiling", "embedding", "grid", "search", "provenance", "batch"]
 
 
 def stages() -> list[str]:
-    found = [m.name for m in pkgutil.iter_modules(benchmarks.__path__) if not m.name.startswith("_")]
+    found = [
+        m.name for m in pkgutil.iter_modules(benchmarks.__path__) if not m.name.startswith("_")
+    ]
     return sorted(found, key=lambda n: (ORDER.index(n) if n in ORDER else len(ORDER), n))
 
 

@@ -29,6 +29,7 @@ import torch
 from benchmarks._common import Figure, cpu_threads
 
 STAGE = "embedding"
+CALIBRATION_TILES = 32  # int8 calibration: real tiles other than the evaluated ones
 HST = ("drizzle_reference_square_image_acs-hrc_f606w_ngc104.fits", 56)  # file, stride (px)
 OTHERS = (
     "galsim_cosmos_147246.0_150.416558_1.998697_masknoise.fits",
@@ -149,13 +150,23 @@ def _options(quick: bool) -> list[tuple[str, dict]]:
         ("onnxruntime fp32", {"runtime": "onnxruntime"}),
         ("openvino fp32", {"runtime": "openvino"}),
         ("openvino bf16", {"runtime": "openvino", "precision": "bf16"}),
+        (
+            "openvino int8 (NNCF, first/last conv fp32)",
+            {"runtime": "openvino", "precision": "int8"},
+        ),
     ]
     return rows[1:2] + rows[4:5] if quick else rows
 
 
 def run(quick: bool) -> list[Figure]:
     """Measure every runtime/precision; ``quick``: 16 real tiles, torch and OpenVINO fp32 only."""
-    from embeddings import EmbedConfig, PrecisionUnavailableError, embed_tiles, load_model
+    from embeddings import (
+        EmbedConfig,
+        PrecisionUnavailableError,
+        RuntimeUnavailableError,
+        embed_tiles,
+        load_model,
+    )
     from embeddings._embed import network_input
 
     threads = cpu_threads()
@@ -164,7 +175,10 @@ def run(quick: bool) -> list[Figure]:
     batch = 64
     figures: list[Figure] = []
     with tempfile.TemporaryDirectory() as tmp:
-        tiles, what = real_tiles(Path(tmp), n_tiles, quick)
+        n_cal = 0 if quick else CALIBRATION_TILES
+        both, what = real_tiles(Path(tmp), n_tiles + n_cal, quick)
+        tiles, calibration = both[:n_tiles], both[n_tiles:]
+        what = what.replace(f"{len(both)} ", f"{len(tiles)} ", 1)
         setting = f"{threads} thread(s), batch {batch}, {what}; cores shared with other jobs"
         base = load_model(config=EmbedConfig(runtime="torch", batch_size=batch))
         reference = embed_tiles(base, tiles)  # torch fp32: the accuracy reference
@@ -176,8 +190,10 @@ def run(quick: bool) -> list[Figure]:
         for label, opts in _options(quick):
             try:
                 model = base.with_config(EmbedConfig(batch_size=batch, **opts))
+                if model.resolved.precision == "int8":
+                    model.calibration = calibration  # the project's own tiles, not evaluated
                 loop = _bare(model, batches)
-            except PrecisionUnavailableError as exc:
+            except (PrecisionUnavailableError, RuntimeUnavailableError) as exc:
                 rows.append((label, None, f"skipped: {exc}"))
                 continue
             vectors = reference if label == "torch fp32 channels-last" else None

@@ -136,6 +136,9 @@ class _Converted(Backend):
                     "calibration=tiles) with a few hundred of the project's own tiles"
                 )
                 raise EmbeddingConfigError(msg)
+            from embeddings._quantize import require_nncf
+
+            require_nncf()  # before converting anything
             self.fields["calibration_sha256"] = _array_sha256(calibration)
         self.folders: dict[str, Path] = {}
         self._runs: dict[str, Any] = {}
@@ -180,8 +183,13 @@ class _Converted(Backend):
             with torch.inference_mode():
                 want = module(torch.from_numpy(check)).float().numpy()
             check_probe(spec.name, self.label, self._load(folder, fp32=True)(check), want)
-            if kind == "stage" and self.resolved.precision == "int8":
-                self._quantize(folder, self.calibration)
+            if self.resolved.precision == "int8":
+                data = self.calibration
+                if kind == "net":  # the same tiles, as the plain network sees them
+                    with torch.inference_mode():
+                        stage = StageNet(self.net, spec.mean, spec.std)
+                        data = stage.images(torch.from_numpy(data)).numpy()
+                self._quantize(folder, data)
 
         fields = {**self.fields, "graph": kind}
         self.folders[kind] = cached_conversion(self.runtime, fields, self.cache_dir, convert)

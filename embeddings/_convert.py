@@ -79,11 +79,15 @@ class StageNet(torch.nn.Module):
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def images(self, x: torch.Tensor) -> torch.Tensor:
+        """The normalised network input ``(8 n, C, H, W)`` of tiles ``x``."""
         flipped = x.flip(-1)
         views = [_rot90(src, k) for src in (x, flipped) for k in range(4)]
         images = torch.stack(views, dim=1).flatten(0, 1)
-        return self.features((images - self.mean) / self.std)
+        return (images - self.mean) / self.std
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(self.images(x))
 
 
 def cache_root(cache_dir: str | os.PathLike[str] | None) -> Path:

@@ -196,3 +196,28 @@ def test_model_the_runtime_cannot_convert(net, match, tmp_path):
     in_torch = model.with_config(runtime="torch")  # the fix the message names works
     tiles = np.random.default_rng(0).uniform(size=(2, 32, 32)).astype(np.float32)
     assert embed_tiles(in_torch, tiles).shape == (2, 4)
+
+
+def test_int8_needs_calibration_tiles_and_nncf(model: EmbeddingModel, tiles, monkeypatch):
+    int8 = model.with_config(runtime="openvino", precision="int8")
+    with pytest.raises(ValueError, match=r"int8' needs calibration tiles.*calibration=tiles"):
+        int8.backend  # noqa: B018
+    monkeypatch.setitem(sys.modules, "nncf", None)
+    with pytest.raises(RuntimeUnavailableError, match="pip install 'hubcat\\[int8\\]'"):
+        load_model(config=EmbedConfig(runtime="openvino", precision="int8"), calibration=tiles)
+
+
+@pytest.mark.slow
+def test_int8_is_an_option_with_its_own_digest(model: EmbeddingModel, tiles):
+    """Calibrated on tiles, recorded in the digest; close to fp32 but not the same vectors."""
+    pytest.importorskip("nncf")
+    if "int8" not in native_precisions("openvino"):
+        pytest.skip("OpenVINO reports no INT8 capability on this CPU")
+    config = EmbedConfig(runtime="openvino", precision="int8")
+    int8 = load_model(config=config, calibration=tiles[:2])
+    assert int8.numerical_class == "openvino-int8"
+    assert int8.record()["precision"] == "int8" and int8.digest != model.digest
+    assert "int8_calibration_sha256" in int8.record()
+    vectors = embed_tiles(int8, tiles)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert _cos(vectors, embed_tiles(model, tiles)).min() > 0.5
