@@ -15,12 +15,18 @@ import platform
 from dataclasses import dataclass
 
 from embeddings._config import PRECISIONS, EmbedConfig
-from embeddings.errors import PrecisionUnavailableError, RuntimeUnavailableError
+from embeddings.errors import (
+    EmbeddingConfigError,
+    PrecisionUnavailableError,
+    RuntimeUnavailableError,
+)
 
 __all__ = [
     "CLASS_MIN_COSINE",
     "Resolved",
     "class_min_cosine",
+    "class_resources",
+    "config_for_class",
     "cpu_flags",
     "installed_runtimes",
     "native_precisions",
@@ -245,3 +251,40 @@ def runnable_classes() -> tuple[str, ...]:
             if precision in _SUPPORTED[runtime] and precision != "int8":
                 out.append(resolve(EmbedConfig(runtime=runtime, precision=precision)))
     return tuple(r.numerical_class for r in out)
+
+
+def class_resources() -> dict[str, float]:
+    """Dask worker resources advertising :func:`runnable_classes`: ``{"class-<cls>": 1}``."""
+    return {f"class-{cls}": 1.0 for cls in runnable_classes()}
+
+
+def config_for_class(numerical_class: str, **changes) -> EmbedConfig:
+    """The :class:`EmbedConfig` that computes vectors of ``numerical_class`` on this machine.
+
+    Parameters
+    ----------
+    numerical_class : str
+        E.g. ``"openvino-fp32"`` or ``"torch-bf16-amx"`` (see :func:`numerical_class`).
+    **changes
+        Other :class:`EmbedConfig` fields (``threads``, ``batch_size``...).
+
+    Raises
+    ------
+    EmbeddingConfigError
+        Not a class name.
+    RuntimeUnavailableError, PrecisionUnavailableError
+        This machine cannot compute that class (another runtime, precision or instruction set).
+    """
+    parts = str(numerical_class).split("-")
+    if len(parts) < 2:
+        msg = f"numerical class {numerical_class!r} is not '<runtime>-<precision>[-<isa>]'"
+        raise EmbeddingConfigError(msg)
+    config = EmbedConfig(runtime=parts[0], precision=parts[1], **changes)
+    here = resolve(config).numerical_class
+    if here != numerical_class:
+        msg = (
+            f"this machine computes {here!r}, not the numerical class {numerical_class!r} asked "
+            "for (another instruction set); place the replica on a worker that advertises it"
+        )
+        raise PrecisionUnavailableError(msg)
+    return config

@@ -19,6 +19,8 @@ from embeddings import (
     PrecisionUnavailableError,
     RuntimeUnavailableError,
     class_min_cosine,
+    class_resources,
+    config_for_class,
     embed_tiles,
     load_model,
     native_precisions,
@@ -39,6 +41,17 @@ def test_default_is_openvino_fp32(model: EmbeddingModel):
     assert numerical_class(EmbedConfig(runtime="torch")) == "torch-fp32"
     assert {"openvino-fp32", "torch-fp32"} <= set(runnable_classes())
     assert class_min_cosine("openvino-fp32") >= 0.99999
+    assert class_resources()["class-openvino-fp32"] == 1.0
+
+
+def test_config_for_class_round_trips():
+    for cls in runnable_classes():
+        config = config_for_class(cls, threads=1)
+        assert numerical_class(config) == cls and config.threads == 1
+    with pytest.raises(ValueError, match="not '<runtime>-<precision>"):
+        config_for_class("openvino")
+    with pytest.raises(PrecisionUnavailableError, match="computes 'openvino-fp32', not"):
+        config_for_class("openvino-fp32-avx512")
     assert class_min_cosine("openvino-bf16-amx") == class_min_cosine("openvino-bf16")
 
 
