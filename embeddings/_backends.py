@@ -210,12 +210,7 @@ class _Converted(Backend):
         return torch.from_numpy(self._runs["net"](x))
 
     def describe(self) -> dict[str, Any]:
-        return {
-            **super().describe(),
-            self.runtime: self.version,
-            "threads": self.threads,
-            "converted": {k: str(v) for k, v in self.folders.items()},
-        }
+        return {**super().describe(), self.runtime: self.version}
 
 
 class OpenVINOBackend(_Converted):

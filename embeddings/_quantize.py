@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 
 from embeddings.errors import RuntimeUnavailableError
@@ -47,6 +49,7 @@ def quantize_int8(model, calibration: np.ndarray):
         If ``nncf`` is not installed.
     """
     nncf = require_nncf()
+    logging.getLogger("nncf").setLevel(logging.WARNING)  # not its per-layer INFO lines
     batches = [
         np.ascontiguousarray(calibration[i : i + CALIBRATION_BATCH])
         for i in range(0, len(calibration), CALIBRATION_BATCH)

@@ -234,3 +234,18 @@ def test_int8_is_an_option_with_its_own_digest(model: EmbeddingModel, tiles):
     vectors = embed_tiles(int8, tiles)
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     assert _cos(vectors, embed_tiles(model, tiles)).min() > 0.5
+
+
+@pytest.mark.slow
+def test_openvino_matches_torch_on_real_hst_tiles(model: EmbeddingModel, hst_dir):
+    """The default runtime and torch fp32 agree on real Hubble tiles (cosine >= 0.99999)."""
+    from tests.embeddings.test_embed import _hst_tile
+
+    names = (
+        "galsim_cosmos_147246.0_150.416558_1.998697_masknoise.fits",
+        "drizzle_reference_square_image_acs-hrc_f606w_ngc104.fits",
+    )
+    tiles = np.stack([_hst_tile(hst_dir / n) for n in names])
+    got = embed_tiles(model, tiles)
+    want = embed_tiles(model.with_config(runtime="torch"), tiles)
+    assert _cos(got, want).min() >= 0.99999
