@@ -151,7 +151,7 @@ def _options(quick: bool) -> list[tuple[str, dict]]:
         ("openvino fp32", {"runtime": "openvino"}),
         ("openvino bf16", {"runtime": "openvino", "precision": "bf16"}),
         (
-            "openvino int8 (NNCF, first/last conv fp32)",
+            "openvino int8 (NNCF, depthwise/first/last conv fp32)",
             {"runtime": "openvino", "precision": "int8"},
         ),
     ]
