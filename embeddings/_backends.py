@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -262,9 +263,12 @@ class OpenVINOBackend(_Converted):
                 "this CPU cannot run it natively; choose precision='fp32'"
             )
             raise PrecisionUnavailableError(msg)
-        request = compiled.create_infer_request()
+        local = threading.local()  # an infer request is not thread-safe: one per thread
 
         def run(x: np.ndarray) -> np.ndarray:
+            request = getattr(local, "request", None)
+            if request is None:
+                request = local.request = compiled.create_infer_request()
             x = np.ascontiguousarray(x, dtype=np.float32)
             out = request.infer({0: x}, share_inputs=True, share_outputs=True)[0]
             return np.array(out, dtype=np.float32, copy=True)

@@ -91,6 +91,17 @@ def test_openvino_is_deterministic_per_thread_count(model: EmbeddingModel, tiles
     assert _cos(a, embed_tiles(model, tiles)).min() >= class_min_cosine(model.numerical_class)
 
 
+def test_one_model_embeds_from_several_threads(model: EmbeddingModel, tiles: np.ndarray):
+    """A Dask worker with two threads shares one model between its tasks."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    want = embed_tiles(model, tiles)
+    with ThreadPoolExecutor(3) as pool:
+        outs = list(pool.map(lambda _: embed_tiles(model, tiles), range(3)))
+    for out in outs:
+        np.testing.assert_array_equal(out, want)
+
+
 def test_features_of_normalised_images_match_torch(model: EmbeddingModel):
     from embeddings._embed import network_input
 
