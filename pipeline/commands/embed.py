@@ -7,7 +7,13 @@ import json
 import sys
 import time
 
-from pipeline.commands._options import add_grid_dir, add_json, add_progress
+from pipeline.commands._options import (
+    add_grid_dir,
+    add_json,
+    add_progress,
+    add_runtime_options,
+    runtime_environment,
+)
 from pipeline.commands._progress import progress_bar
 
 __all__ = ["embed_in_process", "register", "run_embed"]
@@ -41,6 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--store", required=True, metavar="PATH", help="tile store folder or s3://")
     parser.add_argument("--model", metavar="NAME", help="registered or timm model name, hf-hub:...")
     parser.add_argument("--weights", metavar="FILE", help="local weights (safetensors/state dict)")
+    add_runtime_options(parser)
     parser.add_argument(
         "--in-process", action="store_true", help="embed in this process instead of on the grid"
     )
@@ -52,7 +59,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_grid_dir(parser)
     parser.add_argument("--workers", type=_positive, metavar="N", help="local worker processes")
     parser.add_argument(
-        "--threads", type=_positive, metavar="N", help="torch threads (per worker on the grid)"
+        "--threads", type=_positive, metavar="N", help="inference threads (per worker on the grid)"
     )
     add_json(parser)
     add_progress(parser)
@@ -99,7 +106,13 @@ def embed_in_process(store, model, *, progress: bool = True) -> dict:
             vectors = embed_tiles(
                 model, tiles, progress=lambda n, base=base: bar.update(task, completed=base + n)
             )
-            emb.write(ref.unit_key, tile_ids, vectors, volunteers=["local"])
+            emb.write(
+                ref.unit_key,
+                tile_ids,
+                vectors,
+                volunteers=["local"],
+                numerical_class=model.numerical_class,
+            )
             done_tiles += len(tile_ids)
     return {
         "units": len(units),
@@ -108,11 +121,18 @@ def embed_in_process(store, model, *, progress: bool = True) -> dict:
         "tiles_done": done_tiles,
         "seconds": round(time.perf_counter() - t0, 3),
         "digest": model.digest,
+        "numerical_class": model.numerical_class,
         "embedding_store": emb.uri,
     }
 
 
 def run_embed(args: argparse.Namespace) -> int:
+    """Run the command with ``--runtime``/``--precision`` as the embedding defaults."""
+    with runtime_environment(args):
+        return _run_embed(args)
+
+
+def _run_embed(args: argparse.Namespace) -> int:
     """Run ``hubcat embed``; return 0 when every unit is embedded, 3 when some were not."""
     from embeddings import EmbedConfig, load_model
     from pipeline._connect import operator_security, scheduler_client
@@ -182,6 +202,7 @@ def run_embed(args: argparse.Namespace) -> int:
                 if not emb.has(u.unit_key)
             ]
     summary.update(model=model.name, weights_sha256=model.weights_sha256, dim=model.dim)
+    summary.setdefault("numerical_class", model.numerical_class)
     if args.json:
         json.dump(summary, sys.stdout, indent=1)
         print()
@@ -191,6 +212,7 @@ def run_embed(args: argparse.Namespace) -> int:
             f"{summary['units_skipped']} already done, {summary['units_failed']} not accepted, "
             f"in {summary['seconds']:.1f} s ({summary['mode']})\n"
             f"  model {model.name} ({model.dim}-d), weights sha256 {model.weights_sha256}\n"
+            f"  runtime {summary['numerical_class']}\n"
             f"  digest {summary['digest']}\n"
             f"  vectors in {summary['embedding_store']}"
         )

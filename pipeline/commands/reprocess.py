@@ -7,7 +7,14 @@ import contextlib
 import json
 import logging
 
-from pipeline.commands._options import add_grid_dir, add_json, add_progress, add_signing_key
+from pipeline.commands._options import (
+    add_grid_dir,
+    add_json,
+    add_progress,
+    add_runtime_options,
+    add_signing_key,
+    runtime_environment,
+)
 from pipeline.commands._progress import StageBars
 
 __all__ = ["register", "run_reprocess"]
@@ -27,6 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("catalogue", metavar="CATALOGUE", help="catalogue folder or s3:// prefix")
     parser.add_argument("--model", required=True, help="timm / registered model name")
     parser.add_argument("--weights", metavar="FILE", help="local weights file for --model")
+    add_runtime_options(parser)
     parser.add_argument(
         "--scheduler",
         metavar="ADDRESS",
@@ -44,6 +52,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_reprocess(args: argparse.Namespace) -> int:
+    """Run the command with ``--runtime``/``--precision`` as the embedding defaults."""
+    with runtime_environment(args):
+        return _run_reprocess(args)
+
+
+def _run_reprocess(args: argparse.Namespace) -> int:
     from pipeline.run import reprocess_catalogue
 
     if not args.verbose:

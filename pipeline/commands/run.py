@@ -10,7 +10,9 @@ from pipeline.commands._options import (
     add_grid_dir,
     add_json,
     add_progress,
+    add_runtime_options,
     add_signing_key,
+    runtime_environment,
     zooms,
 )
 from pipeline.commands._progress import StageBars
@@ -66,6 +68,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--model", help="embedding model name (default: tf_efficientnet_lite0)")
     parser.add_argument("--weights", metavar="FILE", help="local weights file for --model")
+    add_runtime_options(parser)
     parser.add_argument("--zooms", type=zooms, help="binning factors, e.g. 1,2,4")
     parser.add_argument(
         "--stride", type=int, help="step between tiles in tile pixels (default 224)"
@@ -83,6 +86,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_command(args: argparse.Namespace) -> int:
+    """Run the command with ``--runtime``/``--precision`` as the embedding defaults."""
+    with runtime_environment(args):
+        return _run_command(args)
+
+
+def _run_command(args: argparse.Namespace) -> int:
     from pipeline.errors import SourceSpecError
     from pipeline.run import run_pipeline
 
