@@ -139,7 +139,7 @@ def run_units(
     """
     from distributed import Client, LocalCluster
 
-    from embeddings import EmbeddingStore, load_model
+    from embeddings import CLASS_MIN_COSINE, EmbeddingStore, load_model
     from grid._ledger import load_ledger_key
     from grid._worker import ModelPlugin
     from tiling import TileStore
@@ -231,7 +231,14 @@ def run_units(
         engine.root.put(
             "config.json",
             json.dumps(
-                {"grid": config.as_dict(), "quorum": quorum, "digest": config.digest()}, indent=1
+                {
+                    "grid": config.as_dict(),
+                    "quorum": quorum,
+                    "digest": config.digest(),
+                    "numerical_class": model.numerical_class,
+                    "class_min_cosine": dict(CLASS_MIN_COSINE),
+                },
+                indent=1,
             ).encode(),
         )
         if planned:
