@@ -36,7 +36,7 @@ from astropy.table import Table
 from catalog import _index
 from catalog._config import CatalogConfig
 from catalog._query import centres, filter_mask, result_table, to_angle
-from catalog._supersede import recomputed_rows, supersedes_of
+from catalog._supersede import class_of, recomputed_rows, supersedes_of
 from catalog.errors import (
     CatalogError,
     CatalogNotFoundError,
@@ -146,6 +146,9 @@ def _gather(tile_store, embedding_store) -> _Inputs:
     rows = pos.loc[meta["tile_id"].to_numpy()].to_numpy()
     vectors = np.ascontiguousarray(emb.vectors[rows], dtype="<f4")
     meta["volunteers"] = [sorted(str(v) for v in emb.volunteers[i]) for i in rows]
+    classes = _unit_classes(embedding_store)
+    if classes and "unit_key" in meta.columns:  # the runtime and precision that computed each
+        meta["numerical_class"] = meta["unit_key"].map(classes).fillna("").astype(str)
     digest = tiling_digest_of(tile_store)
     meta["tiling_digest"] = digest
     meta["tile_size"] = int(getattr(getattr(tile_store, "config", None), "tile_size", 224))
@@ -153,6 +156,19 @@ def _gather(tile_store, embedding_store) -> _Inputs:
     config = getattr(tile_store, "config", None)
     tiling = {digest: config.to_dict() if hasattr(config, "to_dict") else {}}
     return _Inputs(meta, vectors, emb.model, digest, tiling, str(tile_store.uri))
+
+
+def _unit_classes(embedding_store) -> dict[str, str]:
+    """Numerical class of each unit of ``embedding_store`` (units without one left out)."""
+    records = getattr(embedding_store, "records", None)
+    if records is None:
+        return {}
+    out = {}
+    for rec in records():
+        cls = getattr(rec, "numerical_class", "")
+        if cls:
+            out[rec.unit_key] = str(cls)
+    return out
 
 
 def _check_vectors(vectors: np.ndarray, where: str) -> None:
@@ -401,6 +417,7 @@ class Catalogue:
                 "volunteers": sorted(str(v) for v in row.volunteers),
                 "software_version": str(row.software_version),
                 **supersedes_of(row),
+                **class_of(row),
             }
 
     def row_of(self, tile_id: str) -> int:

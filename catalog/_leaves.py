@@ -67,7 +67,9 @@ RECORD_KEYS: tuple[str, ...] = (
 #: Keys a record may carry besides :data:`RECORD_KEYS`: ``supersedes`` is the leaf index of the
 #: earlier row of the same tile that this row replaces (its unit was reopened and recomputed
 #: after a volunteer was caught); the log stays append-only and the old leaf stays verifiable.
-OPTIONAL_KEYS: tuple[str, ...] = ("supersedes",)
+#: ``numerical_class`` names the runtime and precision that computed the row's vector
+#: (``"openvino-fp32"``...; replicas are compared within one class).
+OPTIONAL_KEYS: tuple[str, ...] = ("supersedes", "numerical_class")
 
 _SHA256_KEYS = ("source_sha256", "tile_sha256", "weights_sha256", "embedding_sha256")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -183,6 +185,11 @@ def _check_record(record: Mapping[str, object], position: int) -> dict:
                 f"supersedes={old!r} must be the index of an earlier leaf (below {position})"
             )
         clean["supersedes"] = old
+    if "numerical_class" in keys:
+        cls = _plain(record["numerical_class"])
+        if not isinstance(cls, str) or not re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)+", cls):
+            problems.append(f"numerical_class={cls!r} must be like 'openvino-fp32'")
+        clean["numerical_class"] = cls
     for k in ("tile_id", "source", "tiling_digest", "model", "preprocessing_digest"):
         if not isinstance(clean[k], str) or not clean[k]:
             problems.append(f"{k}={clean[k]!r} must be a non-empty string")

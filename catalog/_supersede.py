@@ -1,4 +1,6 @@
-"""Superseded rows: a unit recomputed after its volunteer was caught replaces its old rows.
+"""Optional leaf keys: superseded rows, and the numerical class of each row.
+
+A unit recomputed after its volunteer was caught replaces its old rows.
 
 The provenance log is append-only, so a row is never changed or removed. When a unit that was
 accepted on the word of a volunteer later caught is reopened and recomputed (see
@@ -15,7 +17,16 @@ import hashlib
 import numpy as np
 import pandas as pd
 
-__all__ = ["recomputed_rows", "supersedes_of"]
+__all__ = ["class_of", "recomputed_rows", "supersedes_of"]
+
+
+def class_of(row) -> dict:
+    """``{"numerical_class": cls}`` for a row whose unit records the runtime and precision
+    that computed it (replicas are compared within one class), else ``{}``."""
+    cls = getattr(row, "numerical_class", None)
+    if not isinstance(cls, str) or not cls:
+        return {}
+    return {"numerical_class": cls}
 
 
 def supersedes_of(row) -> dict:

@@ -28,7 +28,13 @@ def recomputed(tmp_path, stores, model):
     rng = np.random.default_rng(0)
     redone = vectors + rng.normal(0, 1e-3, vectors.shape).astype(np.float32)
     redone /= np.linalg.norm(redone, axis=1, keepdims=True)
-    es.write(unit.unit_key, rec.tile_ids, redone, volunteers=["vol-a", "vol-b"])  # ... and redone
+    es.write(  # ... and redone, by two volunteers of one numerical class
+        unit.unit_key,
+        rec.tile_ids,
+        redone,
+        volunteers=["vol-a", "vol-b"],
+        numerical_class="openvino-fp32",
+    )
     cat2 = Catalogue.build(tmp_path / "cat", ts, es)
     return cat1, cat2, list(rec.tile_ids)
 
@@ -50,10 +56,11 @@ def test_recomputed_rows_supersede_the_old_ones(recomputed):
     res = cat2.similar(tiles[0], k=len(cat2) - len(tiles))
     rows = [cat2.row_of(t) for t in res["tile_id"]]
     assert not gone[rows].any() and len(set(res["tile_id"])) == len(res)
+    import astropy.units as u
     from astropy.coordinates import SkyCoord
 
     ra, dec = float(meta["ra"].iloc[0]), float(meta["dec"].iloc[0])
-    cone = cat2.cone(SkyCoord(ra, dec, unit="deg"), 3600.0)
+    cone = cat2.cone(SkyCoord(ra, dec, unit="deg"), 1 * u.deg)
     assert len(cone) == int((~gone).sum()) or not set(cone["tile_id"]) - set(meta["tile_id"])
     assert len(set(cone["tile_id"])) == len(cone)
     assert len(cat2.anomalies(len(cat2))) == int((~gone).sum())
@@ -69,7 +76,9 @@ def test_the_log_stays_verifiable_and_names_what_was_replaced(recomputed):
     leaves = cat2.records()
     heir = leaves[cat2.row_of(tiles[0])]
     assert heir["supersedes"] == cat1.row_of(tiles[0])
-    assert "supersedes" not in leaves[cat1.row_of(tiles[0])]
+    assert heir["numerical_class"] == "openvino-fp32"  # the class is part of the leaf
+    old = leaves[cat1.row_of(tiles[0])]
+    assert "supersedes" not in old and "numerical_class" not in old
     from catalog.provenance import leaf_bytes
 
     assert parse_leaf(leaf_bytes(heir, cat2.row_of(tiles[0])))["supersedes"] == heir["supersedes"]
