@@ -3,14 +3,34 @@
 from __future__ import annotations
 
 import json
+from enum import StrEnum
 from urllib.parse import quote
 
 from tiling.errors import StoreNotFoundError
 from tiling.storage import ObjectStore
 
-__all__ = ["UnitRecords", "slug"]
+__all__ = ["ReplicaStatus", "UnitRecords", "UnitState", "slug"]
 
-STATES = ("pending", "accepted", "disputed")
+
+class UnitState(StrEnum):
+    """Where a unit is: waiting for a quorum, accepted, or out of replicas."""
+
+    PENDING = "pending"
+    ACCEPTED = "accepted"
+    DISPUTED = "disputed"
+
+
+class ReplicaStatus(StrEnum):
+    """What became of one replica."""
+
+    RUNNING = "running"
+    VALID = "valid"
+    INVALID = "invalid"
+    FAILED = "failed"
+    LOST = "lost"
+
+
+STATES = tuple(s.value for s in UnitState)
 
 
 def slug(unit_key: str) -> str:
