@@ -8,7 +8,10 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 SAMPLE_SPEC ?= mpdaf==3.6
 OUT ?= demo-catalogue
 
-.PHONY: demo test lint bench clean-venv install chromium
+NOTEBOOKS ?= notebooks/quickstart.ipynb notebooks/provenance.ipynb notebooks/volunteers.ipynb
+NB_TIMEOUT ?= 1200
+
+.PHONY: demo test lint bench clean-venv install notebooks chromium
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +24,14 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	touch $@
 
 install: $(VENV)/.installed
+
+# jupyter and nbconvert (the `notebooks` extra), on top of the test environment
+$(VENV)/.notebooks: $(VENV)/.installed
+	$(BIN)/pip install --quiet -e '.[test,notebooks]'
+	touch $@
+
+$(OUT)/manifest.json: | $(VENV)/.installed
+	$(BIN)/hubcat demo --out $(OUT) --no-progress
 
 demo: $(VENV)/.installed
 	$(BIN)/hubcat demo --out $(OUT)
@@ -38,6 +49,13 @@ test: $(VENV)/.installed chromium
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+# Execute every notebook top to bottom and store its outputs (figures included) in the file;
+# the notebooks find $(OUT) from notebooks/ (or use HUBCAT_CATALOGUE when it is set).
+notebooks: $(VENV)/.notebooks $(OUT)/manifest.json
+	$(BIN)/jupyter nbconvert --to notebook --execute --inplace \
+		--ExecutePreprocessor.timeout=$(NB_TIMEOUT) --ExecutePreprocessor.kernel_name=python3 \
+		$(NOTEBOOKS)
 
 bench: $(VENV)/.installed
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)

@@ -584,7 +584,7 @@ class Catalogue:
         meta = self._metadata()
         mask = self._row_mask(filters)
         vector, self_row, description, extra = self._resolve(query, filters.get("zoom"), stretch)
-        info = {"query": description, "k": k, "catalogue": self.uri, "version": self.version}
+        info = {"query": description, "k": k, **self._table_info()}
         info["index"] = self.manifest["index"]["type"] if mask is None else "flat (filtered)"
         info.update({f"filter_{key}": str(v) for key, v in filters.items() if v is not None})
         query_image = extra.pop("_query_image", None)
@@ -614,6 +614,16 @@ class Catalogue:
         if query_image is not None:
             table._hubcat_query_image = query_image  # drawn first by show()
         return table
+
+    def _table_info(self) -> dict:
+        """What every result table's ``meta`` says of the catalogue (exported as VOTable INFO)."""
+        prov = self.manifest.get("provenance") or {}
+        return {
+            "catalogue": self.uri,
+            "version": self.version,
+            "tree_size": int(prov.get("tree_size", len(self))),
+            "merkle_root": str(prov.get("root", "")),
+        }
 
     def _empty(self, info: dict) -> Table:
         table = result_table(self._metadata(), np.zeros(0, np.int64), np.zeros(0), "similarity")
@@ -683,8 +693,9 @@ class Catalogue:
         ----------
         coord : SkyCoord
             Centre of the cone (any frame astropy can transform to ICRS).
-        radius : Quantity or float
-            Angular radius (a bare number is in degrees).
+        radius : Quantity or str
+            Angular radius with its unit (``30 * u.arcsec``, ``"30 arcsec"``); a bare number is
+            refused with a :class:`QueryError` (see :func:`catalog._query.to_angle`).
         **filters
             As in :meth:`similar`.
 
@@ -709,10 +720,7 @@ class Catalogue:
         rows = rows[np.argsort(sep[rows].to_value(u.arcsec), kind="stable")]
         table = result_table(meta, rows, sep[rows].to(u.arcsec).value, "separation", unit=u.arcsec)
         table.meta.update(
-            {
-                "query": f"cone {_fmt_coord(coord)} r={radius.to(u.arcsec):.2f}",
-                "catalogue": self.uri,
-            }
+            {"query": f"cone {_fmt_coord(coord)} r={radius.to(u.arcsec):.2f}", **self._table_info()}
         )
         if not len(rows):
             table.meta["message"] = (
@@ -747,7 +755,7 @@ class Catalogue:
         rows = np.arange(len(meta)) if mask is None else np.flatnonzero(mask)
         order = rows[np.argsort(-scores[rows], kind="stable")][:n]
         table = result_table(meta, order, scores[order], "anomaly")
-        table.meta.update({"query": f"anomalies k={k}", "catalogue": self.uri})
+        table.meta.update({"query": f"anomalies k={k}", **self._table_info()})
         return table
 
     def anomaly_scores(self, k: int | None = None) -> np.ndarray:

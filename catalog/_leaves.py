@@ -22,6 +22,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import rfc8785
+
 from catalog._checkpoint import Checkpoint, SigningKey, load_signing_key
 from catalog._merkle import MerkleTree, ProvenanceError, consistency_failure, leaf_hashes
 
@@ -75,69 +77,18 @@ _MAX_SAFE_INT = 2**53 - 1
 # --------------------------------------------------------------------------- RFC 8785
 
 
-def _es_number(value: float) -> str:
-    """ECMAScript ``Number.prototype.toString`` of a finite double (RFC 8785 section 3.2.2.3)."""
-    if value == 0:
-        return "0"
-    if value < 0:
-        return "-" + _es_number(-value)
-    # repr gives the shortest round-tripping digits (as ECMAScript does); only the layout differs.
-    mantissa, _, exp_text = repr(value).partition("e")
-    int_part, _, frac_part = mantissa.partition(".")
-    all_digits = (int_part + frac_part).lstrip("0")
-    digits = all_digits.rstrip("0")
-    # value = int(digits) * 10**scale
-    scale = int(exp_text or 0) - len(frac_part) + (len(all_digits) - len(digits))
-    k = len(digits)
-    n = k + scale  # value = 0.digits * 10**n
-    if k <= n <= 21:
-        return digits + "0" * (n - k)
-    if 0 < n <= 21:
-        return digits[:n] + "." + digits[n:]
-    if -6 < n <= 0:
-        return "0." + "0" * (-n) + digits
-    e = n - 1
-    head = digits[0] + ("." + digits[1:] if k > 1 else "")
-    return f"{head}e{'+' if e >= 0 else '-'}{abs(e)}"
-
-
-_ESCAPES = {
-    '"': '\\"',
-    "\\": "\\\\",
-    "\b": "\\b",
-    "\f": "\\f",
-    "\n": "\\n",
-    "\r": "\\r",
-    "\t": "\\t",
-}
-
-
-def _es_string(text: str) -> str:
-    out = ['"']
-    for ch in text:
-        if ch in _ESCAPES:
-            out.append(_ESCAPES[ch])
-        elif ch < " ":
-            out.append(f"\\u{ord(ch):04x}")
-        elif 0xD800 <= ord(ch) <= 0xDFFF:
-            msg = f"string {text!r} holds a lone surrogate, which JSON (RFC 8785) cannot encode"
+def _json_value(value: object, path: str) -> object:
+    """``value`` as plain JSON types, checked, so that errors name the offending path."""
+    if value is None or isinstance(value, bool | str):
+        if isinstance(value, str) and any(0xD800 <= ord(c) <= 0xDFFF for c in value):
+            msg = f"{path}: string {value!r} holds a lone surrogate, which JSON (RFC 8785) cannot encode"
             raise ProvenanceError(msg)
-        else:
-            out.append(ch)
-    out.append('"')
-    return "".join(out)
-
-
-def _serialise(value: object, out: list[str], path: str) -> None:
-    if value is None:
-        out.append("null")
-    elif value is True:
-        out.append("true")
-    elif value is False:
-        out.append("false")
-    elif isinstance(value, str):
-        out.append(_es_string(value))
-    elif isinstance(value, numbers.Integral):
+        return value
+    if hasattr(value, "tolist") and not isinstance(value, bytes | bytearray):
+        value = value.tolist()  # NumPy scalars and arrays
+        if value is None or isinstance(value, bool | str):
+            return _json_value(value, path)
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
         number = int(value)
         if abs(number) > _MAX_SAFE_INT:
             msg = (
@@ -145,46 +96,34 @@ def _serialise(value: object, out: list[str], path: str) -> None:
                 f"(|n| <= 2**53 - 1, RFC 8785 / I-JSON); store it as a string"
             )
             raise ProvenanceError(msg)
-        out.append(str(number))
-    elif isinstance(value, numbers.Real):
+        return number
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
         number = float(value)
         if not math.isfinite(number):
             msg = f"{path} = {number} is not a finite number; JSON (RFC 8785) cannot encode it"
             raise ProvenanceError(msg)
-        out.append(_es_number(number))
-    elif isinstance(value, Mapping):
-        keys = list(value)
-        for key in keys:
+        return number
+    if isinstance(value, Mapping):
+        out = {}
+        for key, item in value.items():
             if not isinstance(key, str):
                 msg = f"{path} has a non-string key {key!r}; JSON object keys must be strings"
                 raise ProvenanceError(msg)
-        # RFC 8785 section 3.2.3: sort by UTF-16 code units.
-        keys.sort(key=lambda k: k.encode("utf-16-be"))
-        out.append("{")
-        for i, key in enumerate(keys):
-            if i:
-                out.append(",")
-            out.append(_es_string(key))
-            out.append(":")
-            _serialise(value[key], out, f"{path}.{key}")
-        out.append("}")
-    elif isinstance(value, Sequence | Iterable) and not isinstance(value, bytes | bytearray):
-        out.append("[")
-        for i, item in enumerate(value):
-            if i:
-                out.append(",")
-            _serialise(item, out, f"{path}[{i}]")
-        out.append("]")
-    else:
-        msg = f"{path} is a {type(value).__name__}, which has no JSON form; use str, int or list"
-        raise ProvenanceError(msg)
+            out[_json_value(key, f"{path} key")] = _json_value(item, f"{path}.{key}")
+        return out
+    if isinstance(value, Sequence | Iterable) and not isinstance(value, bytes | bytearray):
+        return [_json_value(item, f"{path}[{i}]") for i, item in enumerate(value)]
+    msg = f"{path} is a {type(value).__name__}, which has no JSON form; use str, int or list"
+    raise ProvenanceError(msg)
 
 
 def canonical_json(value: object) -> bytes:
     """RFC 8785 (JSON Canonicalization Scheme) serialisation of ``value`` as UTF-8 bytes.
 
     Objects have their keys sorted by UTF-16 code units, there is no whitespace, strings use the
-    minimal JSON escapes and numbers the ECMAScript shortest form.
+    minimal JSON escapes and numbers the ECMAScript shortest form. The serialisation is the
+    ``rfc8785`` package's; this function checks the value first so that an error names the
+    offending key.
 
     Parameters
     ----------
@@ -202,9 +141,12 @@ def canonical_json(value: object) -> bytes:
         For a value with no JSON form (bytes, NaN, an integer beyond 2**53 - 1, a lone
         surrogate, a non-string key).
     """
-    out: list[str] = []
-    _serialise(value, out, "value")
-    return "".join(out).encode("utf-8")
+    try:
+        return rfc8785.dumps(value)  # plain JSON types: the library alone
+    except rfc8785.CanonicalizationError:
+        pass
+    # NumPy values, or something JSON cannot hold: convert and check, naming the bad key
+    return rfc8785.dumps(_json_value(value, "value"))
 
 
 # --------------------------------------------------------------------------- leaves
@@ -462,7 +404,8 @@ def build_provenance(
         extend it, and the consistency proof between the two is written and returned.
     origin : str or None
         Checkpoint origin line (the log's identity). Default: the previous version's origin,
-        else ``"hubcat/<key name>"``.
+        else the signing key's name (C2SP tlog-checkpoint: they should match), or
+        ``"hubcat/unsigned"`` without a key.
 
     Returns
     -------
@@ -530,7 +473,10 @@ def build_provenance(
         prev_entry = {"tree_size": old_size, "root": old_root.hex()}
 
     if origin is None:
-        origin = prev_origin or f"hubcat/{key.name if key else 'unsigned'}"
+        # C2SP tlog-checkpoint: the origin SHOULD match the key name. A log keeps the origin it
+        # was started with (catalogues begun under the older "hubcat/<key name>" keep it, so
+        # their consistency proofs and signatures still verify).
+        origin = prev_origin or (key.name if key else "hubcat/unsigned")
     checkpoint = Checkpoint(origin, size, root)
     if key is not None:
         checkpoint = checkpoint.signed(key)

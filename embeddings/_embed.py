@@ -13,7 +13,7 @@ from embeddings._model import EmbeddingModel
 from embeddings.errors import TileInputError
 from tiling.augment import AUGMENTATIONS
 
-__all__ = ["embed_tiles", "preprocess", "validate_tiles"]
+__all__ = ["embed_tiles", "network_input", "preprocess", "stage_input", "validate_tiles"]
 
 N_AUG = len(AUGMENTATIONS)
 #: Tolerance on the [0, 1] range of stretched tiles (rounding of the stretch).
@@ -107,7 +107,7 @@ def preprocess(model: EmbeddingModel, images: torch.Tensor) -> torch.Tensor:
     if images.shape[-2:] != (h, w):
         mode = spec.interpolation if spec.interpolation in ("bilinear", "bicubic") else "bilinear"
         images = F.interpolate(images, size=(h, w), mode=mode, antialias=True, align_corners=False)
-    memory = torch.channels_last if model.config.channels_last else torch.contiguous_format
+    memory = torch.channels_last if model.channels_last else torch.contiguous_format
     out = torch.empty((images.shape[0], c, h, w), dtype=torch.float32, memory_format=memory)
     if images.shape[1] == 1 and len(set(spec.mean)) == 1 and len(set(spec.std)) == 1:
         # one band, same normalisation on every channel: normalise once, then replicate
@@ -175,13 +175,23 @@ def embed_tiles(
     pooled = np.empty((n, model.dim), dtype=np.float32)
     per_aug = np.empty((n, N_AUG, model.dim), dtype=np.float32) if return_augmentations else None
     step = max(1, model.config.batch_size // N_AUG)
+    backend = model.backend
+    c, h, w = model.spec.input_size
+    # converted runtimes take tiles at the input size and do augmentation and normalisation
+    # inside their graph; otherwise (torch, resizing) they are done here
+    whole_stage = hasattr(backend, "views") and tiles.shape[-2:] == (h, w)
     source = torch.from_numpy(tiles)
     with _threads(model.config.threads), torch.inference_mode():
         for start in range(0, n, step):
             chunk = source[start : start + step]
             m = chunk.shape[0]
-            images = preprocess(model, _augment_torch(chunk))
-            vecs = F.normalize(model.features(images).view(m, N_AUG, -1), dim=-1)
+            if whole_stage:
+                x = chunk.numpy()
+                x = np.broadcast_to(x[:, None], (m, c, h, w)) if x.ndim == 3 else x
+                feats = backend.views(x)
+            else:
+                feats = model.features(preprocess(model, _augment_torch(chunk)))
+            vecs = F.normalize(feats.view(m, N_AUG, -1), dim=-1)
             pooled[start : start + m] = F.normalize(vecs.mean(dim=1), dim=-1).numpy()
             if per_aug is not None:
                 per_aug[start : start + m] = vecs.numpy()
@@ -190,3 +200,24 @@ def embed_tiles(
     if per_aug is not None:
         return pooled, per_aug
     return pooled
+
+
+def network_input(model: EmbeddingModel, tiles: np.ndarray) -> np.ndarray:
+    """The normalised network input of ``tiles``' 8 augmentations (augmentation-minor).
+
+    Returns
+    -------
+    numpy.ndarray, shape (8 N, C, h, w), float32, C-contiguous
+    """
+    tiles = validate_tiles(tiles, model.spec.channels)
+    with torch.inference_mode():
+        images = preprocess(model, _augment_torch(torch.from_numpy(tiles)))
+    return np.ascontiguousarray(images.numpy())
+
+
+def stage_input(model: EmbeddingModel, tiles: np.ndarray) -> np.ndarray:
+    """Tiles as the converted stage graph takes them: ``(N, C, h, w)`` float32 in [0, 1]."""
+    tiles = validate_tiles(tiles, model.spec.channels, size=model.spec.input_size[-1])
+    if tiles.ndim == 3:
+        tiles = np.repeat(tiles[:, None], model.spec.channels, axis=1)
+    return np.ascontiguousarray(tiles)

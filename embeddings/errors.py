@@ -13,6 +13,10 @@ __all__ = [
     "EmbeddingConfigError",
     "EmbeddingError",
     "EmbeddingStoreError",
+    "IRCacheError",
+    "ModelConversionError",
+    "PrecisionUnavailableError",
+    "RuntimeUnavailableError",
     "TileInputError",
     "UnknownModelError",
     "WeightsError",
@@ -55,3 +59,19 @@ class TileInputError(EmbeddingError, ValueError):
 
 class EmbeddingStoreError(EmbeddingError, ValueError):
     """An embedding store whose content is missing, inconsistent or fails its checksums."""
+
+
+class RuntimeUnavailableError(EmbeddingError, ImportError):
+    """An inference runtime that is not installed (the message names the package to install)."""
+
+
+class PrecisionUnavailableError(EmbeddingConfigError):
+    """A precision that the runtime does not implement or this machine cannot run natively."""
+
+
+class ModelConversionError(EmbeddingError, RuntimeError):
+    """A network that the runtime cannot convert, or whose converted form gives other vectors."""
+
+
+class IRCacheError(EmbeddingError, ValueError):
+    """A cached converted model whose files do not match their recorded sha256."""

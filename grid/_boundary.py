@@ -337,6 +337,10 @@ class RegisterWatcher:
                 continue
             self.removed[str(ws.name)] = reason
             logger.warning("gate: removing worker %s (%s): %s", ws.name, address, reason)
+            stream = self.scheduler.stream_comms.get(address)
+            if stream is not None:  # the worker logs why it stops
+                with contextlib.suppress(Exception):
+                    stream.send({"op": "close", "reason": f"hubcat gate: {reason}"})
             with contextlib.suppress(Exception):
                 await self.scheduler.remove_worker(
                     address, stimulus_id=f"hubcat-revoked-{time.time()}", close=True

@@ -25,6 +25,11 @@ class GridConfig:
         processes) and 2 on any other cluster.
     max_replicas : int
         Cap on replicas of one unit; a unit still without a quorum is marked ``disputed``.
+    dispute_margin : int
+        Extra agreeing volunteers a unit needs once its replicas have disagreed (quorum 2 and
+        margin 1: three must agree). It keeps two colluders who meet an honest volunteer from
+        outvoting it; with fewer honest volunteers than ``quorum + dispute_margin`` such a unit
+        ends ``disputed`` and is retried by the next run. 0 restores plain BOINC quorums.
     min_cosine : float
         Two replicas agree when every tile's vectors have cosine similarity >= this value.
         The default is calibrated on honest runs (``benchmarks/grid.py`` measures
@@ -80,6 +85,7 @@ class GridConfig:
 
     min_quorum: int | None = None
     max_replicas: int = 5
+    dispute_margin: int = 1
     min_cosine: float = 0.9999
     norm_tolerance: float = 1e-3
     trust_after: int = 10
@@ -108,6 +114,8 @@ class GridConfig:
 
         if self.min_quorum is not None and not 1 <= self.min_quorum <= self.max_replicas:
             bad("min_quorum", f"None or an integer in [1, max_replicas={self.max_replicas}]")
+        if self.dispute_margin < 0:
+            bad("dispute_margin", "an integer >= 0")
         if self.max_replicas < 1:
             bad("max_replicas", "an integer >= 1")
         if not 0.0 < self.min_cosine <= 1.0:
@@ -157,7 +165,7 @@ class GridConfig:
 
     def digest(self) -> str:
         """sha256 of the parameters that change which vectors are accepted (hex)."""
-        keys = ("min_quorum", "max_replicas", "min_cosine", "norm_tolerance")
+        keys = ("min_quorum", "max_replicas", "min_cosine", "norm_tolerance", "dispute_margin")
         text = json.dumps({k: getattr(self, k) for k in keys}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()
 

@@ -133,6 +133,9 @@ class Engine:
         self.layouts: dict[str, dict] = {}
         self.zarr_meta: dict[str, dict] = {}
         self.gated = False
+        self.attributed: dict[str, str] = {}
+        self.classes_of: dict[str, set[str]] = {}
+        self.class_load: dict[str, int] = {}
 
     require_gate = True
 
@@ -190,6 +193,14 @@ class Engine:
             addr: f"{prefix}{w.get('name', addr)}" for addr, w in info.get("workers", {}).items()
         }
         self.threads = sum(int(w.get("nthreads", 1)) for w in info.get("workers", {}).values())
+        self.classes_of = {
+            addr: {
+                k.removeprefix("class-")
+                for k in (w.get("resources") or {})
+                if k.startswith("class-")
+            }
+            for addr, w in info.get("workers", {}).items()
+        }
         if self.gated:
             with contextlib.suppress(Exception):
                 removed = self.client.sync(self.client.scheduler.hubcat_revoked)
@@ -284,6 +295,7 @@ class Engine:
             "weights": self.weights_arg,
             "weights_sha256": self.model.weights_sha256,
             "digest": self.model.digest,
+            "numerical_class": rec.get("class"),
         }
         if self.transfer == "presigned":
             spec.update(self.presigned_spec(rec, unit_slug, rid))
@@ -343,6 +355,56 @@ class Engine:
             if n not in used and self.account(n) not in used_accounts and not self.is_revoked(n)
         ]
 
+    # -- numerical classes (homogeneous redundancy) ---------------------------------------
+    def allowed_class(self, cls: str) -> bool:
+        """Whether vectors of class ``cls`` carry this run's digest (same precision)."""
+        parts = cls.split("-")
+        return len(parts) >= 2 and parts[1] == self.model.resolved.precision
+
+    def in_class(self, rec: dict, workers: list[str]) -> list[str]:
+        """The workers of ``workers`` that compute ``rec``'s class (choosing it if unset).
+
+        Workers that advertise no class (a local cluster, the operator's own processes) are
+        one class: this process's. A unit's class is fixed by its first replica, so that its
+        replicas are only ever compared within one class.
+        """
+        offered = {
+            a: {c for c in self.classes_of.get(a, ()) if self.allowed_class(c)} for a in workers
+        }
+        if not any(offered.values()):
+            return workers
+        cls = rec.get("class")
+        if cls is None:
+            counts: dict[str, int] = {}
+            for classes in offered.values():
+                for c in classes:
+                    counts[c] = counts.get(c, 0) + 1
+            mine = self.model.numerical_class
+            top = max(counts.values())
+            # among the classes most workers compute, the one given the fewest units so far
+            cls = min(
+                sorted(c for c in counts if counts[c] == top),
+                key=lambda c: (self.class_load.get(c, 0), c != mine),
+            )
+            self.class_load[cls] = self.class_load.get(cls, 0) + 1
+            rec["class"] = cls
+        return [a for a in workers if cls in offered[a]]
+
+    def min_cosine(self, rec: dict) -> float:
+        """Agreement threshold of ``rec``: the run's, or its class's calibration if looser."""
+        cls = rec.get("class")
+        if not cls:
+            return self.cfg.min_cosine
+        from embeddings import class_min_cosine
+
+        return min(self.cfg.min_cosine, class_min_cosine(cls))
+
+    def eligible_any(self, rec: dict) -> bool:
+        """Whether a connected volunteer could still take ``rec`` (ignoring revocations)."""
+        used = self.used_workers(rec)
+        accounts = {self.account(n) for n in used}
+        return any(n not in used and self.account(n) not in accounts for n in self.names.values())
+
     def plan(self, rec: dict) -> None:
         """Submit what ``rec`` still needs (nothing when accepted, disputed or busy)."""
         if rec["state"] != UnitState.PENDING or not self.names:
@@ -362,7 +424,7 @@ class Engine:
             ]
             if trusted and self.rng.random() >= self.cfg.spot_check_rate:
                 rec["single"] = True  # adaptive replication: one trusted result suffices
-                self.submit(rec, workers=self.pick(trusted))
+                self.submit(rec, workers=self.pick(self.in_class(rec, trusted)))
                 self.maybe_canary(trusted)
                 return
         # a full quorum is placed at once, each replica on a volunteer the operator picks
@@ -371,8 +433,12 @@ class Engine:
             if self.local and self.quorum == 1:
                 self.submit(rec, workers=None)
                 return
-            candidates = self.eligible(rec)
+            candidates = self.in_class(rec, self.eligible(rec))
             if not candidates:
+                if not self.running(rec) and self.counted(rec) and not self.eligible_any(rec):
+                    rec["state"] = UnitState.DISPUTED  # every volunteer here has had it
+                    self.save(rec)
+                    self.emit("disputed", rec["unit_key"])
                 return
             self.submit(rec, workers=self.pick(candidates))
 
@@ -386,8 +452,10 @@ class Engine:
             return
         key = self.rng.choice(self.accepted_keys)
         rec = self.units.get(key) or self.load(self.ts.unit(key))
-        self.submit(rec, workers=self.pick(trusted), kind="canary")
-        self.report.canaries_run += 1
+        in_class = self.in_class(rec, trusted)
+        if in_class:
+            self.submit(rec, workers=self.pick(in_class), kind="canary")
+            self.report.canaries_run += 1
 
     # -- results --------------------------------------------------------------------------
     def worker_of(self, fut) -> str | None:
@@ -395,13 +463,10 @@ class Engine:
         if self.local:
             return LOCAL_VOLUNTEER
         if self.gated:
-            try:
-                done = self.client.sync(
-                    self.client.scheduler.hubcat_attribution, keys=[fut.key], forget=True
-                )
-            except Exception:
-                return None
-            return (done or {}).get(str(fut.key))
+            key = str(fut.key)
+            if key not in self.attributed:
+                self.attribute([fut])
+            return self.attributed.pop(key, None)
         # a cluster of the operator's own processes without the gate (tcp://, tests)
         try:
             who = self.client.who_has([fut]).get(fut.key, ())
@@ -410,6 +475,19 @@ class Engine:
         for addr in who:
             return self.names.get(addr) or self.refresh_workers().get(addr)
         return None
+
+    def attribute(self, futures) -> None:
+        """Ask the scheduler, in one call, who computed each of ``futures`` (gated grids)."""
+        keys = [str(f.key) for f in futures if f.status == "finished"]
+        if not keys or not self.gated:
+            return
+        try:
+            done = self.client.sync(
+                self.client.scheduler.hubcat_attribution, keys=keys, forget=True
+            )
+        except Exception:
+            return
+        self.attributed.update({k: v for k, v in (done or {}).items() if v})
 
     def handle(self, fut) -> None:
         unit_key, rid, _t0, kind, _addr = self.futures.pop(fut)
@@ -535,15 +613,15 @@ class Engine:
             group = [
                 (o, orep)
                 for o, orep in valid
-                if o == rid or agree(ref, self.replica_vectors(rec, o), self.cfg.min_cosine)
+                if o == rid or agree(ref, self.replica_vectors(rec, o), self.min_cosine(rec))
             ]
             yield rid, group, valid
 
     def required(self, rec: dict) -> int:
-        """Agreeing volunteers that accept ``rec``: 1 for a trusted single, the quorum, and one
-        more once its replicas have disagreed, so that two colluders who meet an honest
-        volunteer on a unit cannot outvote it (they win only a unit they are given both
-        replicas of)."""
+        """Agreeing volunteers that accept ``rec``: 1 for a trusted single, the quorum, and
+        ``dispute_margin`` more once its replicas have disagreed, so that two colluders who meet
+        an honest volunteer on a unit cannot outvote it (they win only a unit they are given
+        both replicas of)."""
         if rec["single"]:
             return 1
         disputed = any(
@@ -553,7 +631,7 @@ class Engine:
         if not disputed:
             groups = {frozenset(o for o, _ in g) for _, g, _ in self.groups(rec)}
             disputed = len(groups) > 1
-        extra = 1 if disputed and self.quorum > 1 else 0
+        extra = self.cfg.dispute_margin if disputed and self.quorum > 1 else 0
         return min(self.quorum + extra, self.cfg.max_replicas)
 
     def best_group(self, rec: dict) -> int:
@@ -574,7 +652,13 @@ class Engine:
                 self.invalid(rec, o, orep, "mismatch", "disagrees with the accepted result")
         vec = self.replica_vectors(rec, rid)
         volunteers = sorted({orep["worker"] for _, orep in group})
-        sha = self.emb.write(rec["unit_key"], rec["tile_ids"], vec, volunteers=volunteers)
+        sha = self.emb.write(
+            rec["unit_key"],
+            rec["tile_ids"],
+            vec,
+            volunteers=volunteers,
+            numerical_class=rec.get("class") or self.model.numerical_class,
+        )
         rec["state"] = UnitState.ACCEPTED
         rec["accepted"] = {
             "replica": rid,
@@ -671,7 +755,7 @@ class Engine:
         try:
             vec, _ = self.read_checked(rec, rid, label)
             ok = agree(
-                vec, self.replica_vectors(rec, rec["accepted"]["replica"]), self.cfg.min_cosine
+                vec, self.replica_vectors(rec, rec["accepted"]["replica"]), self.min_cosine(rec)
             )
             reason = "canary"
         except InvalidResultError as exc:
@@ -754,7 +838,9 @@ class Engine:
                 continue
             with contextlib.suppress(TimeoutError):
                 wait(list(self.futures), timeout=1.0, return_when="FIRST_COMPLETED")
-            for fut in [f for f in self.futures if f.done()]:
+            done = [f for f in self.futures if f.done()]
+            self.attribute(done)
+            for fut in done:
                 if fut in self.futures:
                     self.handle(fut)
                     last_progress = time.monotonic()

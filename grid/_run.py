@@ -122,7 +122,8 @@ def run_units(
     grid_dir : path-like or None
         The operator's grid directory: its register gives each volunteer's enrolment account
         (replicas of a unit go to different accounts) and revocations, and its ``ledger.key``
-        signs the credit ledger.
+        signs the credit ledger. Default: the ``hubcat_grid_dir`` attribute of ``client``
+        (set by the CLI's connection to a TLS grid), if any.
     ledger_key : path-like, Ed25519PrivateKey or None
         The key that signs the credit ledger (default: the grid directory's, else
         :func:`grid.default_ledger_key`, made on first use).
@@ -138,7 +139,7 @@ def run_units(
     """
     from distributed import Client, LocalCluster
 
-    from embeddings import EmbeddingStore, load_model
+    from embeddings import CLASS_MIN_COSINE, EmbeddingStore, load_model
     from grid._ledger import load_ledger_key
     from grid._worker import ModelPlugin
     from tiling import TileStore
@@ -154,6 +155,8 @@ def run_units(
     local = client is None
     quorum = config.quorum(local)
     accounts, revoked = {}, None
+    if grid_dir is None:  # set by pipeline._connect.scheduler_client for a TLS grid
+        grid_dir = getattr(client, "hubcat_grid_dir", None)
     if grid_dir is not None:
         from grid._pki import GridAuthority
 
@@ -228,7 +231,14 @@ def run_units(
         engine.root.put(
             "config.json",
             json.dumps(
-                {"grid": config.as_dict(), "quorum": quorum, "digest": config.digest()}, indent=1
+                {
+                    "grid": config.as_dict(),
+                    "quorum": quorum,
+                    "digest": config.digest(),
+                    "numerical_class": model.numerical_class,
+                    "class_min_cosine": dict(CLASS_MIN_COSINE),
+                },
+                indent=1,
             ).encode(),
         )
         if planned:

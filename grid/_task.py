@@ -60,7 +60,12 @@ def run_replica(spec: dict) -> tuple[str, tuple[int, ...], str]:
     except ValueError:  # called outside a worker (tests, benchmarks)
         threads, ca_file = 1, None
     model = worker_model(
-        spec["model_name"], spec["weights"], spec["weights_sha256"], spec["digest"], threads
+        spec["model_name"],
+        spec["weights"],
+        spec["weights_sha256"],
+        spec["digest"],
+        threads,
+        spec.get("numerical_class"),
     )
     transfer = spec.get("transfer")
     if transfer is not None:  # capability URLs: no store, no credentials on this worker

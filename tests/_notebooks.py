@@ -14,11 +14,23 @@ def read_notebook(name: str):
     return nbformat.read(NOTEBOOKS / name, as_version=4)
 
 
-def assert_outputs_stripped(name: str) -> None:
-    """Notebooks are kept in git without outputs or execution counts."""
-    for cell in read_notebook(name).cells:
-        if cell.cell_type == "code":
-            assert cell.outputs == [] and cell.execution_count is None, f"strip outputs of {name}"
+def assert_outputs_stored(name: str, *, images: int = 0) -> None:
+    """The notebook is stored as ``make notebooks`` executes it: every code cell run once, in
+    order, without an error, with at least ``images`` PNG figures among the outputs."""
+    nb = read_notebook(name)
+    code = [cell for cell in nb.cells if cell.cell_type == "code"]
+    counts = [cell.execution_count for cell in code]
+    assert counts == list(range(1, len(code) + 1)), (
+        f"{name} is not stored as executed top to bottom (execution counts {counts}); run `make notebooks`"
+    )
+    outputs = [out for cell in code for out in cell.outputs]
+    errors = [out for out in outputs if out.get("output_type") == "error"]
+    assert not errors, f"{name} was stored with an error: {errors[0].get('ename')}"
+    assert not any(
+        out.get("name") == "stderr" and "Traceback" in out.get("text", "") for out in outputs
+    )
+    pngs = sum("image/png" in out.get("data", {}) for out in outputs)
+    assert pngs >= images, f"{name} stores {pngs} PNG figure(s), expected at least {images}"
 
 
 def run_notebook(name: str, workdir: Path, timeout: int = 300) -> str:

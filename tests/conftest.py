@@ -19,6 +19,16 @@ HST_DIR = Path(os.environ.get("HUBCAT_TEST_DATA", SHARED / "data" / "hst"))
 RFC6962_DIR = SHARED / "data" / "rfc6962"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _ir_cache(tmp_path_factory) -> None:
+    """Converted models (OpenVINO IR, ONNX) go to a folder of this session, not ~/.cache.
+
+    Set in the environment so the CLI and worker processes the tests start use it too.
+    """
+    if not os.environ.get("HUBCAT_IR_CACHE"):
+        os.environ["HUBCAT_IR_CACHE"] = str(tmp_path_factory.mktemp("ir-cache"))
+
+
 @pytest.fixture(scope="session")
 def hst_dir() -> Path:
     """Folder of real HST FITS files (skips when absent)."""

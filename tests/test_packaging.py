@@ -53,7 +53,8 @@ def _environment() -> tuple[set[str], set[str]]:
 def test_environment_yml_matches_pip_dependencies() -> None:
     project = _pyproject()["project"]
     wanted = {_name(r) for r in project["dependencies"]}
-    wanted |= {_name(r) for r in project["optional-dependencies"]["test"]}
+    for extra in ("test", "notebooks"):
+        wanted |= {_name(r) for r in project["optional-dependencies"][extra]}
     conda, pip = _environment()
     have = {CONDA_NAME.get(n, n) for n in wanted}
     missing = sorted(n for n in have if n not in conda and n not in pip)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 from pathlib import Path
+
+from pipeline.commands._progress import StageBars
 
 __all__ = ["register", "run_demo"]
 
@@ -43,15 +46,17 @@ def run_demo(args: argparse.Namespace) -> int:
     print("hubcat demo: real Hubble sample mosaics")
     for sample, path in zip(SAMPLES, sources, strict=True):
         print(f"  {path.name}: {sample.description}")
-    summary = run_pipeline(
-        [str(p) for p in sources],
-        args.out,
-        zooms=(1, 2),
-        stride=112,
-        workers=args.workers,
-        signing_key=signing_key,
-        progress=not args.no_progress,
-    )
+    with contextlib.ExitStack() as stack:
+        bars = False if args.no_progress else stack.enter_context(StageBars())
+        summary = run_pipeline(
+            [str(p) for p in sources],
+            args.out,
+            zooms=(1, 2),
+            stride=112,
+            workers=args.workers,
+            signing_key=signing_key,
+            progress=bars,
+        )
     print(summary.render())
 
     cat = Catalogue.open(args.out)

@@ -4,11 +4,29 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 __all__ = ["register"]
+
+#: ``--grid-dir`` as in ``run``/``embed``/``reprocess``; ``--dir`` is the older spelling.
+_DIR_FLAGS = ("--grid-dir", "--dir")
+
+
+def _env_dir(default: Path | None) -> Path | None:
+    value = os.environ.get("HUBCAT_GRID_DIR")
+    return Path(value) if value else default
+
+
+def _dir_options(help_text: str) -> dict:
+    return {
+        "type": Path,
+        "dest": "dir",
+        "default": _env_dir(Path("grid")),
+        "help": f"{help_text} (default: $HUBCAT_GRID_DIR or ./grid)",
+    }
 
 
 def register(subparsers) -> None:
@@ -30,7 +48,7 @@ def register(subparsers) -> None:
 
     q = sub.add_parser("enroll", help="issue a short-lived volunteer certificate")
     q.add_argument("name", help="volunteer id (certificate CN and worker --name)")
-    q.add_argument("--dir", type=Path, default=Path("grid"), help="grid directory")
+    q.add_argument(*_DIR_FLAGS, **_dir_options("grid directory"))
     q.add_argument("--days", type=float, default=30, help="certificate validity in days")
     q.add_argument(
         "--account",
@@ -46,15 +64,15 @@ def register(subparsers) -> None:
 
     q = sub.add_parser("revoke", help="refuse a volunteer from now on")
     q.add_argument("name")
-    q.add_argument("--dir", type=Path, default=Path("grid"))
+    q.add_argument(*_DIR_FLAGS, **_dir_options("grid directory"))
     q.set_defaults(func=_revoke)
 
     q = sub.add_parser("scheduler", help="run the TLS scheduler with the admission gate")
     q.add_argument(
-        "--dir",
-        type=Path,
-        default=Path("grid"),
-        help="grid directory, or its scheduler/ folder alone (all a scheduler host needs)",
+        *_DIR_FLAGS,
+        **_dir_options(
+            "grid directory, or its scheduler/ folder alone (all a scheduler host needs)"
+        ),
     )
     q.add_argument("--host", default="0.0.0.0")
     q.add_argument("--port", type=int, default=8786)
@@ -68,7 +86,13 @@ def register(subparsers) -> None:
 
     q = sub.add_parser("status", help="volunteers, units done/pending/disputed, credit")
     q.add_argument("tiles", help="tile store (path or s3:// URI)")
-    q.add_argument("--dir", type=Path, default=None, help="grid directory (to list enrolments)")
+    q.add_argument(
+        *_DIR_FLAGS,
+        type=Path,
+        dest="dir",
+        default=_env_dir(None),
+        help="grid directory (to list enrolments)",
+    )
     q.add_argument("--json", action="store_true", help="print JSON")
     q.set_defaults(func=_status)
 
@@ -97,7 +121,10 @@ def _init(args: argparse.Namespace) -> int:
     hosts = tuple(args.host) if args.host else ("localhost", "127.0.0.1")
     auth = GridAuthority.init(args.dir, hosts=hosts, days=args.days)
     print(f"grid directory {auth.directory}: CA, scheduler and operator certificates created")
-    print(f"next: hubcat grid enroll NAME --dir {args.dir}; hubcat grid scheduler --dir {args.dir}")
+    print(
+        f"next: hubcat grid enroll NAME --grid-dir {args.dir}; "
+        f"hubcat grid scheduler --grid-dir {args.dir}"
+    )
     return 0
 
 

@@ -28,7 +28,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--name",
         default="hubcat",
-        help="key name written on signature lines, e.g. your domain (default: hubcat)",
+        help=(
+            "key name written on signature lines, and the checkpoint origin of the catalogues it "
+            "starts: a schema-less URL that names your log, e.g. example.org/hubcat (default: hubcat)"
+        ),
     )
     parser.add_argument(
         "--force", action="store_true", help="replace an existing key pair (the old one is lost)"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from pipeline.commands._options import add_catalogue_version, angle
+
 __all__ = ["parse_filters", "register", "run_query"]
 
 FORMATS = ("table", "json", "csv", "votable")
@@ -17,10 +19,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Query CATALOGUE (folder or s3:// prefix) for the K tiles most similar to a tile id, to "
             "the tile nearest a position (--ra/--dec), or to a FITS image embedded with the "
-            "catalogue's own model. With --cone, list the tiles whose centres are within that many "
-            "arcsec of --ra/--dec instead. Filters: --filter instrument=ACS --filter "
-            "filter=F606W,F814W --filter zoom=2 --filter proposal=9822 --filter "
-            "date=2002-01-01..2004-12-31 --filter region=RA,DEC,ARCSEC."
+            "catalogue's own model. With --cone ANGLE, list the tiles whose centres are within "
+            "ANGLE of --ra/--dec instead. Angles carry their unit (30arcsec, 1.5arcmin, 0.1deg; a "
+            "bare number is refused); positions are ICRS degrees. Filters: --filter "
+            "instrument=ACS --filter filter=F606W,F814W --filter zoom=2 --filter proposal=9822 "
+            "--filter date=2002-01-01..2004-12-31 --filter region=RA,DEC,30arcsec."
         ),
     )
     parser.add_argument("catalogue", metavar="CATALOGUE")
@@ -33,7 +36,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--dec", type=float, metavar="DEG", help="declination (ICRS, degrees)")
     parser.add_argument(
-        "--cone", type=float, metavar="ARCSEC", help="cone search radius around --ra/--dec"
+        "--cone",
+        type=angle,
+        metavar="ANGLE",
+        help="cone search radius around --ra/--dec, with its unit (e.g. 30arcsec)",
     )
     parser.add_argument("-k", type=int, default=10, help="number of results (default: %(default)s)")
     parser.add_argument(
@@ -41,8 +47,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--format", choices=FORMATS, default="table", help="output format")
     parser.add_argument(
-        "--version-number", type=int, metavar="N", help="query an earlier catalogue version"
+        "--json",
+        dest="format",
+        action="store_const",
+        const="json",
+        help="print the result as one JSON object on stdout (same as --format json)",
     )
+    add_catalogue_version(parser, "--version-number")
     parser.set_defaults(func=run_query)
 
 
@@ -75,12 +86,16 @@ def parse_filters(items: list[str]) -> dict:
                 raise QueryError(msg)
             out[key] = (start.strip() or None, end.strip() or None)
         elif key == "region":
+            from catalog._query import to_angle
+
             try:
-                ra, dec, radius = (float(v) for v in values)
+                ra_text, dec_text, radius_text = values
+                ra, dec = float(ra_text), float(dec_text)
             except ValueError:
-                msg = f"--filter {item!r}: give region=RA_DEG,DEC_DEG,RADIUS_ARCSEC"
+                msg = f"--filter {item!r}: give region=RA_DEG,DEC_DEG,RADIUS with the radius's unit, e.g. region=53.16,-27.78,30arcsec"
                 raise QueryError(msg) from None
-            out[key] = (SkyCoord(ra * u.deg, dec * u.deg), radius * u.arcsec)
+            radius = to_angle(radius_text, what=f"--filter {item!r}: the radius")
+            out[key] = (SkyCoord(ra * u.deg, dec * u.deg), radius)
         else:
             out[key] = values if len(values) != 1 else values[0]
     return out
@@ -104,16 +119,17 @@ def run_query(args: argparse.Namespace) -> int:
     if args.cone is not None and args.ra is None:
         msg = "--cone needs --ra and --dec"
         raise QueryError(msg)
-    cat = Catalogue.open(args.catalogue, version=args.version_number)
+    cat = Catalogue.open(args.catalogue, version=args.catalogue_version)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", CatalogWarning)
         if args.list:
             import numpy as np
 
             table = result_table(cat.metadata(), np.arange(len(cat)), None, "")
+            table.meta.update({"query": "list", **cat._table_info()})
         elif args.cone is not None:
             coord = SkyCoord(args.ra * u.deg, args.dec * u.deg)
-            table = cat.cone(coord, args.cone * u.arcsec, **filters)
+            table = cat.cone(coord, args.cone, **filters)
         elif args.ra is not None:
             table = cat.similar(SkyCoord(args.ra * u.deg, args.dec * u.deg), k=args.k, **filters)
         elif args.image is not None:

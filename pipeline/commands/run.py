@@ -6,7 +6,16 @@ import argparse
 import logging
 import sys
 
-from pipeline.commands._options import zooms
+from pipeline.commands._options import (
+    add_grid_dir,
+    add_json,
+    add_progress,
+    add_runtime_options,
+    add_signing_key,
+    runtime_environment,
+    zooms,
+)
+from pipeline.commands._progress import StageBars
 
 __all__ = ["EXIT_PARTIAL", "register", "run_command"]
 
@@ -38,8 +47,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--store", metavar="URI", help="tile store (default: CATALOGUE/tiles)")
     parser.add_argument(
-        "--scheduler", metavar="ADDRESS", help="Dask scheduler address (default: a local cluster)"
+        "--scheduler",
+        metavar="ADDRESS",
+        help="Dask scheduler address, e.g. tls://HOST:8786 with --grid-dir (default: a local cluster)",
     )
+    add_grid_dir(parser)
     parser.add_argument("--workers", type=int, help="worker processes of the local cluster")
     parser.add_argument(
         "--mast",
@@ -56,27 +68,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--model", help="embedding model name (default: tf_efficientnet_lite0)")
     parser.add_argument("--weights", metavar="FILE", help="local weights file for --model")
+    add_runtime_options(parser)
     parser.add_argument("--zooms", type=zooms, help="binning factors, e.g. 1,2,4")
     parser.add_argument(
         "--stride", type=int, help="step between tiles in tile pixels (default 224)"
     )
     parser.add_argument("--unit-size", type=int, help="tiles per work unit")
-    parser.add_argument(
-        "--signing-key",
-        metavar="FILE",
-        help="operator's Ed25519 key to sign the catalogue (default: $HUBCAT_SIGNING_KEY or ~/.hubcat/hubcat.key, made on first use)",
-    )
+    add_signing_key(parser)
     parser.add_argument(
         "--retry-failed",
         action="store_true",
         help="try again the sources that failed in earlier runs",
     )
-    parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_json(parser)
+    add_progress(parser)
     parser.set_defaults(func=run_command)
 
 
 def run_command(args: argparse.Namespace) -> int:
+    """Run the command with ``--runtime``/``--precision`` as the embedding defaults."""
+    with runtime_environment(args):
+        return _run_command(args)
+
+
+def _run_command(args: argparse.Namespace) -> int:
     from pipeline.errors import SourceSpecError
     from pipeline.run import run_pipeline
 
@@ -86,14 +101,34 @@ def run_command(args: argparse.Namespace) -> int:
     if not args.sources and not args.mast and not _has_plan(args.out):
         msg = "no SOURCE given and no earlier run recorded at --out; name FITS files, s3:// URIs or --mast ids"
         raise SourceSpecError(msg)
+    from pipeline._connect import operator_security, scheduler_client
     from pipeline._keys import operator_signing_key
 
+    operator_security(args.scheduler, args.grid_dir)  # a missing certificate stops us before work
     signing_key = operator_signing_key(args.signing_key)
-    summary = run_pipeline(
+    show = not (args.no_progress or args.json)
+    with scheduler_client(args.scheduler, args.grid_dir) as client:
+        if show:
+            with StageBars() as bars:
+                summary = _run(args, client, signing_key, run_pipeline, bars)
+        else:
+            summary = _run(args, client, signing_key, run_pipeline, False)
+    if args.json:
+        print(summary.to_json())
+    else:
+        print(summary.render())
+    sys.stdout.flush()
+    if summary.merkle_root is None:
+        return 1
+    return 0 if summary.ok else EXIT_PARTIAL
+
+
+def _run(args: argparse.Namespace, client, signing_key, run_pipeline, progress):
+    return run_pipeline(
         args.sources,
         args.out,
         store=args.store,
-        scheduler=args.scheduler,
+        client=client,
         model=args.model,
         weights=args.weights,
         zooms=args.zooms,
@@ -105,16 +140,8 @@ def run_command(args: argparse.Namespace) -> int:
         suffix=args.suffix,
         endpoint_url=args.endpoint_url,
         retry_failed=args.retry_failed,
-        progress=not (args.no_progress or args.json),
+        progress=progress,
     )
-    if args.json:
-        print(summary.to_json())
-    else:
-        print(summary.render())
-    sys.stdout.flush()
-    if summary.merkle_root is None:
-        return 1
-    return 0 if summary.ok else EXIT_PARTIAL
 
 
 def _has_plan(out: str) -> bool:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from pipeline.commands._options import add_json
+
 __all__ = ["register", "run_status", "run_status_dict"]
 
 
@@ -22,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--endpoint-url", metavar="URL", help="S3 endpoint (default: AWS_ENDPOINT_URL)"
     )
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    add_json(parser, "the status")
     parser.set_defaults(func=run_status)
 
 

@@ -7,7 +7,8 @@ import json
 import sys
 import time
 
-from pipeline.commands._options import zooms
+from pipeline.commands._options import add_json, add_progress, zooms
+from pipeline.commands._progress import progress_bar
 
 __all__ = ["register", "run_tile"]
 
@@ -56,14 +57,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--centred", action="store_true", help="also cut tiles centred on extended sources"
     )
     parser.add_argument("--workers", type=int, help="threads cutting blocks (default 2)")
-    parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_json(parser)
+    add_progress(parser)
     parser.set_defaults(func=run_tile)
 
 
 def run_tile(args: argparse.Namespace) -> int:
     """Run ``hubcat tile``; return 0 when every source is in the store, 3 when some failed."""
-    from tiling import TileStore, TilingConfig, tile_sources
+    from tiling import BatchReport, TileStore, TilingConfig, tile_sources
     from tiling.storage import open_object_store
 
     options = {
@@ -74,7 +75,9 @@ def run_tile(args: argparse.Namespace) -> int:
         "centred_cutouts": True if args.centred else None,
     }
     options = {k: v for k, v in options.items() if v is not None}
-    runtime = {"workers": args.workers or 2, "progress": not (args.no_progress or args.json)}
+    show = not (args.no_progress or args.json)
+    # the command draws one bar over the sources; the store reports nothing itself
+    runtime = {"workers": args.workers or 2, "progress": False}
     exists = open_object_store(args.store).exists("zarr.json")
     if exists:
         store = TileStore.open(args.store)
@@ -86,7 +89,14 @@ def run_tile(args: argparse.Namespace) -> int:
         store = TileStore.create(args.store, TilingConfig(**options))
     store.config = TilingConfig(**{**store.config.to_dict(), **runtime})
     t0 = time.perf_counter()
-    report = tile_sources(store, args.sources, progress=False)
+    report = BatchReport()
+    with progress_bar("tiling", len(args.sources), enabled=show) as update:
+        for i, source in enumerate(args.sources):
+            update(i, note=str(source).rsplit("/", 1)[-1])
+            one = tile_sources(store, [source], progress=False)
+            report.added.extend(one.added)
+            report.failed.update(one.failed)
+        update(len(args.sources), note="")
     seconds = time.perf_counter() - t0
     if args.json:
         out = {

@@ -6,7 +6,9 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
+
+from pipeline.commands._options import add_catalogue_version, add_json, add_progress
+from pipeline.commands._progress import progress_bar
 
 __all__ = ["register", "run_verify"]
 
@@ -35,13 +37,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="FILE",
         help="the operator's public key (default: the key the catalogue publishes)",
     )
-    parser.add_argument(
-        "--version", type=int, metavar="N", help="verify version N (default: latest)"
-    )
+    add_catalogue_version(parser, "--version")
     parser.add_argument(
         "--tile-store", metavar="URI", help="read tile pixels from here instead of the manifest's"
     )
-    parser.add_argument("--json", metavar="FILE", type=Path, help="also write the report as JSON")
+    add_json(parser, "the report")
+    add_progress(parser)
     parser.set_defaults(func=run_verify)
 
 
@@ -56,20 +57,22 @@ def run_verify(args: argparse.Namespace) -> int:
         from tiling import TileStore
 
         tile_store = TileStore.open(args.tile_store)
-    cat = Catalogue.open(args.catalogue, version=args.version, tile_store=tile_store)
+    cat = Catalogue.open(args.catalogue, version=args.catalogue_version, tile_store=tile_store)
     kwargs = {"tile_id": args.tile, "against": args.against, "public_key": args.public_key}
-    if sys.stderr.isatty():
-        from rich.progress import Progress
-
-        with Progress(transient=True) as bar:
-            task = bar.add_task("re-hashing tiles and embeddings", total=None)
-            report = verify_catalogue(
-                cat,
-                progress=lambda done, total: bar.update(task, completed=done, total=total),
-                **kwargs,
-            )
-    else:
-        report = verify_catalogue(cat, **kwargs)
+    show = not (args.json or args.no_progress)
+    with progress_bar("verifying", None, enabled=show) as update:
+        report = verify_catalogue(
+            cat,
+            progress=lambda done, total: update(done, total, "checks (vectors, then pixels)"),
+            **kwargs,
+        )
+    dt = time.perf_counter() - t0
+    if args.json:
+        doc = report.to_dict()
+        doc["seconds"] = round(dt, 3)
+        json.dump(doc, sys.stdout, sort_keys=True)
+        print()
+        return 0 if report.ok else 1
     if report.proof is not None:
         print(report.proof)
     if report.consistency is not None:
@@ -78,9 +81,6 @@ def run_verify(args: argparse.Namespace) -> int:
         for i, h in enumerate(c.proof):
             print(f"  proof[{i:2d}] {h}")
     print(report.summary())
-    if args.json:
-        args.json.write_text(json.dumps(report.to_dict(), indent=2))
-    dt = time.perf_counter() - t0
     if report.ok:
         print(f"verified {report.tree_size} tiles in {dt:.1f} s: every check holds")
         return 0

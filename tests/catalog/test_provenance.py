@@ -253,3 +253,41 @@ def test_lone_surrogate_and_huge_int_are_refused():
         pv.leaf_bytes(make_record(1, source="/x/\ud800.fits"))
     with pytest.raises(pv.ProvenanceError, match=r"2\*\*53"):
         pv.leaf_bytes(make_record(1, box=[0, 0, 2**60, 224]))
+
+
+def test_checkpoint_origin_is_the_key_name_and_old_logs_keep_theirs(tmp_path):
+    """C2SP tlog-checkpoint: origin == key name; a log begun as "hubcat/<name>" keeps verifying."""
+    key = pv.generate_signing_key("example.org/hubcat")
+    fresh = pv.build_provenance(
+        [make_record(i) for i in range(3)], LocalObjectStore(tmp_path / "new"), signing_key=key
+    )
+    cp = pv.Checkpoint.parse(fresh["checkpoint"])
+    assert cp.origin == "example.org/hubcat" == key.name
+    assert [s.split()[1] for s in fresh["checkpoint"].splitlines() if s.startswith("\u2014")] == [
+        key.name
+    ]
+    cp.verify(pv.load_verifier_key(fresh["public_key"]))
+    # a catalogue begun by an earlier release, with the origin it used
+    store = LocalObjectStore(tmp_path / "old")
+    v1 = pv.build_provenance(
+        [make_record(i) for i in range(3)], store, signing_key=key, origin="hubcat/" + key.name
+    )
+    v2 = pv.build_provenance(
+        [make_record(i) for i in range(6)], store, signing_key=key, previous=v1
+    )
+    assert v2["origin"] == v1["origin"] == "hubcat/example.org/hubcat"
+    pv.Checkpoint.parse(v2["checkpoint"]).verify(pv.load_verifier_key(v2["public_key"]))
+    assert pv.verify_consistency(3, 6, v1["root"], v2["root"], v2["consistency_proof"])
+
+
+def test_stored_leaves_are_byte_identical_under_rfc8785(catalogue_dir):
+    """Leaves written by the catalogue's fast path are exactly the rfc8785 package's output."""
+    import rfc8785
+
+    from catalog._leaves import LEAVES_KEY
+
+    leaves = decode_leaves((catalogue_dir / LEAVES_KEY).read_bytes())
+    assert len(leaves) > 10
+    for leaf in leaves:
+        assert rfc8785.dumps(json.loads(leaf)) == leaf
+        assert pv.canonical_json(json.loads(leaf)) == leaf

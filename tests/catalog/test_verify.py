@@ -20,7 +20,7 @@ import pytest
 
 from catalog import provenance as pv
 from pipeline.cli import main as hubcat
-from tests._notebooks import assert_outputs_stripped, run_notebook
+from tests._notebooks import assert_outputs_stored, run_notebook
 
 
 @pytest.fixture(scope="module")
@@ -351,8 +351,8 @@ def test_keygen_cli(tmp_path, capsys):
 NOTEBOOK = "provenance.ipynb"
 
 
-def test_provenance_notebook_outputs_are_stripped():
-    assert_outputs_stripped(NOTEBOOK)
+def test_provenance_notebook_is_stored_executed():
+    assert_outputs_stored(NOTEBOOK)
 
 
 @pytest.mark.notebook

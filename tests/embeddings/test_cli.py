@@ -77,3 +77,38 @@ def test_embed_on_the_grid(tmp_path, model: EmbeddingModel, capsys):
     tile_ids, tiles = store.read_unit(store.units()[0].unit_key)
     assert ids == tile_ids
     np.testing.assert_allclose(vectors, embed_tiles(model, tiles), atol=1e-4)
+
+
+def test_embed_runtime_option_is_recorded(tmp_path, model: EmbeddingModel, capsys):
+    """--runtime torch: same digest (fp32), the class recorded with every unit; env restored."""
+    import os
+
+    from tests.conftest import write_synthetic_mosaic
+    from tiling import TileStore, TilingConfig
+
+    source = write_synthetic_mosaic(tmp_path / "r.fits", shape=(230, 230), n_sources=10)
+    store = TileStore.create(tmp_path / "tiles", TilingConfig(zooms=(1,), measure_sources=False))
+    store.add_mosaic(source)
+    argv = ["embed", "--store", store.uri, "--in-process", "--runtime", "torch", "--json"]
+    assert main(argv) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["numerical_class"] == "torch-fp32"
+    assert summary["digest"] == model.digest
+    assert "HUBCAT_EMBED_RUNTIME" not in os.environ
+    emb = EmbeddingStore(store, model.digest)
+    rec, vectors = emb.read(store.units()[0].unit_key)
+    assert rec.numerical_class == "torch-fp32"
+    _, tiles = store.read_unit(rec.unit_key)
+    cos = np.sum(vectors * embed_tiles(model, tiles), axis=1)  # the default: OpenVINO
+    assert cos.min() >= 0.99999
+
+
+def test_embed_precision_the_machine_cannot_run(tile_store, capsys):
+    from embeddings import native_precisions
+
+    if "bf16" in native_precisions("openvino"):
+        pytest.skip("this CPU runs bf16 natively")
+    argv = ["embed", "--store", tile_store.uri, "--runtime", "openvino", "--precision", "bf16"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "cannot run bf16 natively with openvino" in err and "precision='fp32'" in err

@@ -60,9 +60,18 @@ def test_digest_records_every_output_parameter(model: EmbeddingModel):
     assert record["weights_sha256"] == PINNED
     assert record["preprocessing"]["mean"] == [0.5, 0.5, 0.5]
     assert len(record["augmentations"]) == 8
+    assert record["precision"] == model.resolved.precision == "fp32"
+    # auto runtime: bf16 where this CPU has it natively, else a logged fall-back to fp32; the
+    # digest records the precision that runs, so it changes exactly when bf16 runs
     bf16 = model.with_config(precision="bf16")
-    assert bf16.digest != model.digest
+    assert bf16.record()["precision"] == bf16.resolved.precision
+    assert (bf16.digest != model.digest) == (bf16.resolved.precision == "bf16")
+    assert bf16.resolved.note or bf16.resolved.precision == "bf16"
     assert model.with_config(batch_size=16, threads=1).digest == model.digest
+    # fp32 runtimes give the same vectors: same digest, another numerical class
+    in_torch = model.with_config(runtime="torch")
+    assert in_torch.digest == model.digest
+    assert in_torch.numerical_class == "torch-fp32" != model.numerical_class
 
 
 def test_verify_weights(model: EmbeddingModel):

@@ -41,6 +41,20 @@ def test_init_enroll_revoke_print_command(tmp_path, capsys):
     assert "volunteer name 'Bad Name' is invalid" in capsys.readouterr().err
 
 
+def test_grid_dir_spelling_and_environment(tmp_path, capsys, monkeypatch):
+    """--grid-dir as in run/embed/reprocess; HUBCAT_GRID_DIR is its default."""
+    d = tmp_path / "g"
+    assert main(["grid", "init", str(d)]) == 0
+    assert f"--grid-dir {d}" in capsys.readouterr().out
+    assert main(["grid", "enroll", "vol-dan", "--grid-dir", str(d)]) == 0
+    capsys.readouterr()
+    monkeypatch.setenv("HUBCAT_GRID_DIR", str(d))
+    assert main(["grid", "revoke", "vol-dan"]) == 0
+    from grid import GridAuthority
+
+    assert GridAuthority.open(d).register()["volunteers"]["vol-dan"].get("revoked")
+
+
 def test_selftest_rejects_impossible_quorum(capsys):
     assert main(["grid", "selftest", "--workers", "3", "--liars", "1", "--kill", "1"]) == 1
     assert "a quorum of 2 needs at least 2" in capsys.readouterr().err

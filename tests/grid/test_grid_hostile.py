@@ -305,6 +305,8 @@ def test_revoke_disconnects_the_volunteer_at_once(hostile):
     revoked = client.sync(client.scheduler.hubcat_revoked)
     assert "revoked" in revoked["vol-soon-revoked"]
     proc.wait(60)  # the worker is closed by the scheduler and does not come back
+    log = (hostile["root"] / "logs" / "vol-soon-revoked.log").read_text()
+    assert "hubcat gate: 'vol-soon-revoked' has been revoked" in log
 
 
 def test_a_refused_worker_says_why_and_exits_nonzero(hostile):

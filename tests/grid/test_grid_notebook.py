@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from tests._notebooks import assert_outputs_stripped, run_notebook
+from tests._notebooks import assert_outputs_stored, run_notebook
 
 NOTEBOOK = "volunteers.ipynb"
 
 
-def test_notebook_outputs_are_stripped():
-    assert_outputs_stripped(NOTEBOOK)
+def test_notebook_is_stored_executed():
+    assert_outputs_stored(NOTEBOOK)
 
 
 @pytest.mark.notebook

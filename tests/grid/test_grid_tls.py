@@ -187,7 +187,10 @@ def test_bad_results_are_rejected_not_credited_and_rerun(grid, honest, small_til
         )
     client = grid["client"]
     client.wait_for_workers(2 + len(liars), timeout=180)
-    config = GridConfig(min_quorum=2, max_replicas=7, replica_timeout=60, idle_timeout=120)
+    # only two honest volunteers here: plain quorums (a dispute margin would need a third)
+    config = GridConfig(
+        min_quorum=2, max_replicas=7, dispute_margin=0, replica_timeout=60, idle_timeout=120
+    )
     report = run_units(small_tile_store, client=client, config=config, progress=False)
     assert report.units_accepted == report.units_planned == 3
     assert report.units_failed == 0
