@@ -348,7 +348,7 @@ def create_app(
         for name, column in (
             ("instrument", "instrument"),
             ("filter", "filter"),
-            ("date", "date_obs"),
+            ("date_obs", "date_obs"),
         ):
             table[name] = sub[column].astype(str).to_numpy(dtype=str)
         table.meta.update({"catalogue": cat.uri, "offset": offset, "total": len(meta)})

@@ -217,7 +217,15 @@ def test_tile_listing_pages_through_the_catalogue(service, tile_ids):
     rest = get(service, "/api/tiles", offset=5, limit=1000).json()
     assert [r["tile_id"] for r in first["rows"] + rest["rows"]] == tile_ids
     assert first["meta"]["total"] == len(tile_ids)
-    assert set(first["rows"][0]) >= {"tile_id", "ra", "dec", "zoom", "instrument", "filter", "date"}
+    assert set(first["rows"][0]) >= {
+        "tile_id",
+        "ra",
+        "dec",
+        "zoom",
+        "instrument",
+        "filter",
+        "date_obs",
+    }
 
 
 def test_a_position_off_the_catalogue_is_an_empty_result_that_says_why(service):
