@@ -2,7 +2,7 @@
 queries made in-process, in the same run.
 
 The catalogue: the two real WFPC2 sample mosaics that ship with ``mpdaf`` (the demo's), tiled at
-zoom 1 with a small stride (about 430 tiles; 25 with ``--quick``), with vectors drawn from the
+zoom 1 with a small stride (458 tiles; 40 with ``--quick``), with vectors drawn from the
 calibrated synthetic distribution of :mod:`benchmarks.search` (embedding every tile here would
 take the benchmark's whole budget; the search cost depends on the vectors' count and dimension,
 not on where they came from). The model is the real default one, so image queries are embedded

@@ -348,7 +348,7 @@ def create_app(
         for name, column in (
             ("instrument", "instrument"),
             ("filter", "filter"),
-            ("date", "date_obs"),
+            ("date_obs", "date_obs"),
         ):
             table[name] = sub[column].astype(str).to_numpy(dtype=str)
         table.meta.update({"catalogue": cat.uri, "offset": offset, "total": len(meta)})
@@ -437,7 +437,7 @@ def create_app(
         summary="Tiles similar to the tile at a sky position",
         response_class=Response,
     )
-    async def similar_position(
+    def similar_position(
         _c: Caller = Depends(need("similar")),
         ra: str = Query(..., description="right ascension, ICRS degrees"),
         dec: str = Query(..., description="declination, ICRS degrees"),
@@ -456,8 +456,8 @@ def create_app(
         r = radius_deg(radius, name="radius", unit="arcsec", max_deg=config.max_radius_deg)
         zoom = filters.get("zoom") or [int(meta["zoom"].min())]
         near = cat.cone(coord, r * u.deg, zoom=zoom)
-        if not len(near):
-            table = cat.cone(coord, r * u.deg, zoom=zoom)  # an empty result with its message
+        if not len(near):  # an empty result, with its message
+            table = near
             table.meta["query"] = (
                 f"similar to the tile nearest ra={ra} dec={dec} within {radius} arcsec"
             )
@@ -496,7 +496,7 @@ def create_app(
         summary="Tiles whose centres lie within a radius of a position",
         response_class=Response,
     )
-    async def cone(
+    def cone(
         _c: Caller = Depends(need("cone")),
         ra: str = Query(..., description="ICRS degrees"),
         dec: str = Query(..., description="ICRS degrees"),
@@ -510,7 +510,7 @@ def create_app(
         return _render(cat.cone(coord, r * u.deg, **filters), fmt)
 
     @app.get("/scs", summary="IVOA Simple Cone Search 1.03", response_class=Response)
-    async def scs(
+    def scs(
         _c: Caller = Depends(need("scs")),
         RA: str | None = Query(None, description="ICRS degrees"),
         DEC: str | None = Query(None, description="ICRS degrees"),

@@ -27,7 +27,7 @@ SCS_COLUMNS: tuple[tuple[str, str, str | None, str | None, str, int], ...] = (
     ("zoom", "int", None, None, "binning factor of the tile (1 = native pixels)", 2),
     ("instrument", "char", None, "INST_ID", "HST instrument", 2),
     ("filter", "char", None, "INST_FILTER_CODE", "HST filter", 2),
-    ("date", "char", None, "TIME_DATE", "observation date (ISO)", 2),
+    ("date_obs", "char", None, "TIME_DATE", "observation date (ISO)", 2),
     ("pixel_scale", "double", "arcsec/pix", None, "pixel scale at this zoom", 3),
     ("proposal_id", "char", None, None, "HST proposal id", 3),
     ("source", "char", None, None, "mosaic the tile was cut from", 3),

@@ -217,4 +217,21 @@ def test_tile_listing_pages_through_the_catalogue(service, tile_ids):
     rest = get(service, "/api/tiles", offset=5, limit=1000).json()
     assert [r["tile_id"] for r in first["rows"] + rest["rows"]] == tile_ids
     assert first["meta"]["total"] == len(tile_ids)
-    assert set(first["rows"][0]) >= {"tile_id", "ra", "dec", "zoom", "instrument", "filter", "date"}
+    assert set(first["rows"][0]) >= {
+        "tile_id",
+        "ra",
+        "dec",
+        "zoom",
+        "instrument",
+        "filter",
+        "date_obs",
+    }
+
+
+def test_a_position_off_the_catalogue_is_an_empty_result_that_says_why(service):
+    for params in ({"radius": 5}, {}):
+        r = get(service, "/api/similar/position", ra=10.0, dec=-80.0, **params)
+        assert r.status_code == 200
+        body = r.json()
+        assert body["rows"] == []
+        assert "(ra=10.000000, dec=-80.000000)" in body["meta"]["message"]
