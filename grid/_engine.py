@@ -115,7 +115,6 @@ class Engine(Placement):
         self.gated = False
         self.attributed: dict[str, str] = {}
         self.classes_of: dict[str, set[str]] = {}
-        self.class_load: dict[str, int] = {}
 
     require_gate = True
 

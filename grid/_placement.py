@@ -132,20 +132,27 @@ class Placement:
             return workers
         cls = rec.get("class")
         if cls is None:
-            counts: dict[str, int] = {}
-            for classes in offered.values():
-                for c in classes:
-                    counts[c] = counts.get(c, 0) + 1
-            mine = self.model.numerical_class
-            top = max(counts.values())
-            # among the classes most workers compute, the one given the fewest units so far
-            cls = min(
-                sorted(c for c in counts if counts[c] == top),
-                key=lambda c: (self.class_load.get(c, 0), c != mine),
-            )
-            self.class_load[cls] = self.class_load.get(cls, 0) + 1
+            cls = self.choose_class(rec, offered)
             rec["class"] = cls
         return [a for a in workers if cls in offered[a]]
+
+    def choose_class(self, rec: dict, offered: dict[str, set[str]]) -> str:
+        """The class a new unit is computed in: this process's own (the fastest runtime
+        installed) while enough of its volunteers are idle for a quorum, else the class with
+        the most idle volunteers, so that volunteers of every class are used."""
+        need = 1 if rec.get("single") else self.quorum
+        load = self.in_flight()
+        counts: dict[str, int] = {}
+        idle: dict[str, int] = {}
+        for addr, classes in offered.items():
+            for c in classes:
+                counts[c] = counts.get(c, 0) + 1
+                idle[c] = idle.get(c, 0) + (load.get(addr, 0) == 0)
+        able = [c for c in counts if counts[c] >= need] or list(counts)
+        mine = self.model.numerical_class
+        if mine in able and idle.get(mine, 0) >= need:
+            return mine
+        return max(sorted(able), key=lambda c: (idle.get(c, 0), c == mine, counts[c]))
 
     def min_cosine(self, rec: dict) -> float:
         """Agreement threshold of ``rec``: the run's, or its class's calibration if looser."""
