@@ -76,7 +76,7 @@ def intruders(grid, honest, tmp_path_factory):
     past = dt.datetime.now(dt.UTC) - dt.timedelta(days=3)
     expired = auth._issue("vol-expired", "volunteer", days=1, not_before=past)
     real = auth.enroll("vol-real", days=1)
-    extra = ("--death-timeout", "10")
+    extra = ("--death-timeout", "30")  # long enough to start and register on a busy machine
     return {
         "no certificate": grid["worker"]("vol-nocert", extra=extra),
         "other CA": grid["worker"]("vol-foreign", cert=foreign.cert, key=foreign.key, extra=extra),
