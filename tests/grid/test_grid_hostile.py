@@ -313,7 +313,7 @@ def test_a_refused_worker_says_why_and_exits_nonzero(hostile):
     auth = hostile["auth"]
     real = auth.enroll("vol-real-name", days=1)
     proc = hostile["worker"](
-        "vol-impostor", enroll=False, cert=real.cert, key=real.key, extra=("--death-timeout", "20")
+        "vol-impostor", enroll=False, cert=real.cert, key=real.key, extra=("--death-timeout", "40")
     )
     assert proc.wait(90) != 0
     log = (hostile["root"] / "logs" / "vol-impostor.log").read_text()
