@@ -14,7 +14,15 @@ from grid._boundary import scheduler_config
 from grid._pki import GridAuthority
 from grid.errors import GridError
 
-__all__ = ["scheduler_argv", "start_scheduler", "start_worker", "stop_process", "stop_processes"]
+__all__ = [
+    "scheduler_argv",
+    "scheduler_environment",
+    "start_scheduler",
+    "start_volunteer",
+    "start_worker",
+    "stop_process",
+    "stop_processes",
+]
 
 
 def _env_config(config: dict) -> dict[str, str]:
@@ -163,6 +171,31 @@ def start_worker(
     fh = open(log, "wb")
     return subprocess.Popen(
         argv, env=full_env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True
+    )
+
+
+def start_volunteer(
+    authority: GridAuthority,
+    address: str,
+    logs: Path,
+    name: str,
+    *,
+    preloads: tuple[str, ...] = ("grid.volunteer",),
+    env: dict[str, str] | None = None,
+    days: float = 1,
+) -> subprocess.Popen:
+    """Enrol volunteer ``name`` and start its ``dask worker`` (log in ``logs/NAME.log``)."""
+    enr = authority.enroll(name, days=days)
+    logs.mkdir(parents=True, exist_ok=True)
+    return start_worker(
+        address,
+        name=name,
+        ca=authority.ca_file,
+        cert=enr.cert,
+        key=enr.key,
+        log=logs / f"{name}.log",
+        preloads=preloads,
+        env=env or None,
     )
 
 

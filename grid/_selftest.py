@@ -12,7 +12,7 @@ import numpy as np
 
 from grid._config import GridConfig
 from grid._pki import GridAuthority
-from grid._procs import start_scheduler, start_worker, stop_processes
+from grid._procs import start_scheduler, start_volunteer, stop_processes
 from grid.errors import GridConfigError
 
 __all__ = ["selftest", "synthetic_tile_store"]
@@ -157,7 +157,7 @@ def selftest(
         client = stack.enter_context(Client(address, security=authority.security("operator")))
         base = open_object_store(store.uri)
         for name in honest:
-            procs[name] = _start(authority, address, workdir, name, None, {})
+            procs[name] = start_volunteer(authority, address, workdir / "logs", name)
         client.wait_for_workers(len(honest), timeout=180)
         victims = list(client.scheduler_info(n_workers=-1)["workers"])
         for name in names[:attackers]:
@@ -180,7 +180,14 @@ def selftest(
                     else "",
                     "HUBCAT_ATTACK_LEDGER": str(Path(base.uri) / "grid" / "ledger"),
                 }
-            procs[name] = _start(authority, address, workdir, name, preload, env)
+            procs[name] = start_volunteer(
+                authority,
+                address,
+                workdir / "logs",
+                name,
+                preloads=("grid.volunteer", preload),
+                env=env,
+            )
         client.wait_for_workers(workers, timeout=180)
         killed: list[str] = []
 
@@ -260,18 +267,3 @@ def selftest(
         "workers": workers,
         "elapsed_s": round(time.perf_counter() - t0, 1),
     }
-
-
-def _start(authority, address, workdir: Path, name: str, preload: str | None, env: dict):
-    enr = authority.enroll(name, days=1)
-    preloads = ("grid.volunteer", preload) if preload else ("grid.volunteer",)
-    return start_worker(
-        address,
-        name=name,
-        ca=authority.ca_file,
-        cert=enr.cert,
-        key=enr.key,
-        log=workdir / "logs" / f"{name}.log",
-        preloads=preloads,
-        env=env or None,
-    )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from grid import GridAuthority, GridConfig, run_units
-from grid._procs import start_scheduler, start_worker, stop_processes
+from grid._procs import start_scheduler, start_volunteer, stop_processes
 
 pytestmark = [pytest.mark.grid, pytest.mark.slow]
 
@@ -36,18 +36,8 @@ def test_a_mixed_grid_validates_within_classes_and_accepts_every_unit(tmp_path):
     procs = [sched]
     try:
         for name, classes in offers.items():
-            enr = auth.enroll(name, days=1)
-            procs.append(
-                start_worker(
-                    address,
-                    name=name,
-                    ca=auth.ca_file,
-                    cert=enr.cert,
-                    key=enr.key,
-                    log=tmp_path / "logs" / f"{name}.log",
-                    env={"HUBCAT_VOLUNTEER_CLASSES": classes},
-                )
-            )
+            env = {"HUBCAT_VOLUNTEER_CLASSES": classes}
+            procs.append(start_volunteer(auth, address, tmp_path / "logs", name, env=env))
         store = synthetic_tile_store(tmp_path / "data", units=4, unit_size=1, seed=21)
         with Client(address, security=auth.security("operator"), timeout=60) as client:
             client.wait_for_workers(len(offers), timeout=240)

@@ -8,7 +8,7 @@ import urllib.request
 import pytest
 
 from grid import GridAuthority
-from grid._procs import start_scheduler, start_worker, stop_processes
+from grid._procs import start_scheduler, start_volunteer, stop_processes
 from pipeline.cli import main
 
 FAST_FAIL = {"DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "5s"}
@@ -51,18 +51,7 @@ def test_hubcat_run_embeds_on_a_real_tls_grid(tmp_path, capsys):
     procs = [sched]
     try:
         for name in ("vol-a", "vol-b"):
-            enr = auth.enroll(name, days=1)
-            procs.append(
-                start_worker(
-                    address,
-                    name=name,
-                    ca=auth.ca_file,
-                    cert=enr.cert,
-                    key=enr.key,
-                    log=tmp_path / "logs" / f"{name}.log",
-                    env=FAST_FAIL,
-                )
-            )
+            procs.append(start_volunteer(auth, address, tmp_path / "logs", name, env=FAST_FAIL))
         mosaic = _synthetic_fits(tmp_path / "field.fits", (224, 224 * 4))
         out = tmp_path / "cat"
         capsys.readouterr()
