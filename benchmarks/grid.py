@@ -263,7 +263,7 @@ def _live_replication(root: Path, grid, quick: bool) -> tuple[float, float]:
     from grid import CreditLedger, GridConfig, load_ledger_key, run_units
     from grid._policy import simulate_policy
     from grid._selftest import synthetic_tile_store
-    from tiling.storage import open_object_store
+    from hubcat.storage import open_object_store
 
     auth, client = grid
     units = 12 if quick else 40

@@ -46,8 +46,8 @@ from catalog.errors import (
     QueryError,
     UnknownTileError,
 )
-from tiling.errors import StoreNotFoundError
-from tiling.storage import ObjectStore, open_object_store
+from hubcat.errors import StoreNotFoundError
+from hubcat.storage import ObjectStore, open_object_store
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "Catalogue", "TileCutout"]
 
@@ -217,7 +217,7 @@ class Catalogue:
 
     Attributes
     ----------
-    store : tiling.storage.ObjectStore
+    store : hubcat.storage.ObjectStore
         The catalogue's root.
     manifest : dict
         The opened version's manifest.

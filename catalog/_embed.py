@@ -163,7 +163,7 @@ def load_catalogue_model(cat):
     if cat._model is not None:
         return cat._model
     from embeddings import EmbedConfig, load_model
-    from tiling.errors import HubcatError
+    from hubcat.errors import HubcatError
 
     info = cat.manifest["model"]
     spec = info.get("spec") or {}

@@ -213,7 +213,7 @@ def export(table: Table, target: str | os.PathLike[str], format: str | None = No
     QueryError
         Unknown format.
     """
-    from tiling.storage import is_remote_uri, open_object_store
+    from hubcat.storage import is_remote_uri, open_object_store
 
     text = os.fspath(target)
     data = table_to_bytes(table, _format_of(text, format))

@@ -28,7 +28,7 @@ from catalog._checkpoint import Checkpoint, SigningKey, load_signing_key
 from catalog._merkle import MerkleTree, ProvenanceError, consistency_failure, leaf_hashes
 
 if TYPE_CHECKING:
-    from tiling.storage import ObjectStore
+    from hubcat.storage import ObjectStore
 
 log = logging.getLogger("catalog.provenance")
 
@@ -402,7 +402,7 @@ def build_provenance(
     records : iterable of dict
         One record per tile, in leaf order, with exactly the keys :data:`RECORD_KEYS`.
         A new version lists the previous version's records first, unchanged.
-    store : tiling.storage.ObjectStore
+    store : hubcat.storage.ObjectStore
         The catalogue's store; files go under ``provenance/``.
     signing_key : SigningKey, str, path-like or None
         The operator's Ed25519 key (or its file). ``None`` writes an unsigned checkpoint.

@@ -28,7 +28,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from tiling.errors import HubcatError
+from hubcat.errors import HubcatError
 
 __all__ = [
     "EMPTY_ROOT",

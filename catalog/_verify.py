@@ -261,7 +261,7 @@ def _provenance_entry(cat) -> dict:
 
 
 def _get(store, key: str, what: str) -> bytes:
-    from tiling.errors import StoreNotFoundError
+    from hubcat.errors import StoreNotFoundError
 
     try:
         return store.get(key)

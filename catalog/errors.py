@@ -1,13 +1,13 @@
 """Exceptions and warnings raised by :mod:`catalog`.
 
-Each error derives from :class:`tiling.errors.HubcatError` and from the builtin it refines, so
+Each error derives from :class:`hubcat.errors.HubcatError` and from the builtin it refines, so
 ``except KeyError`` or ``except FileNotFoundError`` keeps working. Messages name the bad value, what
 was expected and what to do about it.
 """
 
 from __future__ import annotations
 
-from tiling.errors import HubcatError, HubcatWarning
+from hubcat.errors import HubcatError, HubcatWarning
 
 __all__ = [
     "CatalogError",

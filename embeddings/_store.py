@@ -14,8 +14,8 @@ from urllib.parse import quote, unquote
 import numpy as np
 
 from embeddings.errors import EmbeddingStoreError
-from tiling.errors import StoreNotFoundError
-from tiling.storage import ObjectStore, open_object_store
+from hubcat.errors import StoreNotFoundError
+from hubcat.storage import ObjectStore, open_object_store
 
 __all__ = ["EmbeddingStore", "UnitRecord"]
 
@@ -55,8 +55,8 @@ class EmbeddingStore:
 
     Each unit is one JSON record (tile ids, volunteers, sha256, shape) plus one content-addressed
     vector object. The vectors are written first and the record last, each with an atomic
-    :meth:`~tiling.storage.ObjectStore.put`, so a unit is visible whole or not at all. Works on
-    every :class:`~tiling.storage.ObjectStore` (local folder or S3).
+    :meth:`~hubcat.storage.ObjectStore.put`, so a unit is visible whole or not at all. Works on
+    every :class:`~hubcat.storage.ObjectStore` (local folder or S3).
 
     Parameters
     ----------

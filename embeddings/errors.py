@@ -1,12 +1,12 @@
 """Exceptions raised by :mod:`embeddings`.
 
-All derive from :class:`tiling.errors.HubcatError` and from the builtin exception they refine.
+All derive from :class:`hubcat.errors.HubcatError` and from the builtin exception they refine.
 Messages name the bad value (model, file, tensor, array), what was expected, and what to do.
 """
 
 from __future__ import annotations
 
-from tiling.errors import HubcatError
+from hubcat.errors import HubcatError
 
 __all__ = [
     "CorruptWeightsError",

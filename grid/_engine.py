@@ -79,7 +79,7 @@ class Engine(Placement, ReachBack):
         model_name=None,
         weights=None,
     ) -> None:
-        from tiling.storage import open_object_store
+        from hubcat.storage import open_object_store
 
         self.ts = tile_store
         self.model = model

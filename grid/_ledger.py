@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from grid.errors import GridError
-from tiling.storage import ObjectStore
+from hubcat.storage import ObjectStore
 
 __all__ = [
     "CreditLedger",

@@ -10,7 +10,7 @@ The worker decodes the raw chunk exactly as Zarr does for the tile store's array
 codec, no compressor: see :class:`tiling._store._ZoomWriter`) and checks the unit's sha256 from
 :meth:`tiling.TileStore.units` before use, so a chunk altered in the bucket or in transit is
 never embedded. The validator reads the results back through the operator's own
-:class:`~tiling.storage.S3ObjectStore`, exactly as for a local result store.
+:class:`~hubcat.storage.S3ObjectStore`, exactly as for a local result store.
 """
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ def presign_replica(
 
     Parameters
     ----------
-    tile_objects : tiling.storage.S3ObjectStore
+    tile_objects : hubcat.storage.S3ObjectStore
         The tile store's object store (signs the chunk GET).
     results : ResultStore
         The run's result store (on S3; signs the two PUTs).

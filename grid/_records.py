@@ -6,8 +6,8 @@ import json
 from enum import StrEnum
 from urllib.parse import quote
 
-from tiling.errors import StoreNotFoundError
-from tiling.storage import ObjectStore
+from hubcat.errors import StoreNotFoundError
+from hubcat.storage import ObjectStore
 
 __all__ = ["ReplicaStatus", "UnitRecords", "UnitState", "slug"]
 

@@ -15,8 +15,8 @@ import json
 import numpy as np
 
 from grid.errors import InvalidResultError
-from tiling.errors import StoreNotFoundError
-from tiling.storage import ObjectStore
+from hubcat.errors import StoreNotFoundError
+from hubcat.storage import ObjectStore
 
 __all__ = ["ResultStore", "agree", "check_replica", "cosines"]
 
@@ -25,7 +25,7 @@ MAX_RECEIPT = 4096
 
 
 class ResultStore:
-    """Replica results of one run, in an :class:`~tiling.storage.ObjectStore` folder.
+    """Replica results of one run, in an :class:`~hubcat.storage.ObjectStore` folder.
 
     Parameters
     ----------

@@ -122,7 +122,7 @@ def selftest(
     from embeddings import EmbeddingStore, embed_tiles, load_model
     from grid._ledger import CreditLedger, load_ledger_key
     from grid._run import run_units
-    from tiling.storage import open_object_store
+    from hubcat.storage import open_object_store
 
     attackers = liars + spoofers + overwriters + colluders
     honest_n = workers - attackers

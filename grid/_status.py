@@ -59,7 +59,7 @@ def grid_status(tile_store_uri, *, grid_dir=None, public_key=None) -> dict:
         enrolment), ``ledger_ok`` and ``ledger`` (entries, verified, ``unsigned``: the
         sequence numbers of entries that do not verify, ``broken_at``).
     """
-    from tiling.storage import open_object_store
+    from hubcat.storage import open_object_store
 
     uri = getattr(tile_store_uri, "uri", tile_store_uri)
     base = open_object_store(str(uri))

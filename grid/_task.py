@@ -50,8 +50,8 @@ def run_replica(spec: dict) -> tuple[str, tuple[int, ...], str]:
 
     from grid._presign import fetch_unit, upload_result
     from grid._worker import worker_model
+    from hubcat.storage import open_object_store
     from tiling import TileStore
-    from tiling.storage import open_object_store
 
     try:
         worker = get_worker()

@@ -1,11 +1,11 @@
 """Exceptions raised by :mod:`grid`.
 
-Each error derives from :class:`tiling.errors.HubcatError` and from the builtin it refines.
+Each error derives from :class:`hubcat.errors.HubcatError` and from the builtin it refines.
 """
 
 from __future__ import annotations
 
-from tiling.errors import HubcatError
+from hubcat.errors import HubcatError
 
 __all__ = [
     "AdmissionError",

@@ -23,8 +23,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from hubcat.errors import HubcatError
 from pipeline.errors import SourceSpecError
-from tiling.errors import HubcatError
 
 __all__ = [
     "FITS_SUFFIXES",
@@ -108,7 +108,7 @@ def _is_fits_name(name: str) -> bool:
 
 
 def _read_list_file(spec: str, endpoint_url: str | None) -> list[str]:
-    from tiling.storage import open_object_store
+    from hubcat.storage import open_object_store
 
     target = spec[1:]
     try:
@@ -129,8 +129,7 @@ def _read_list_file(spec: str, endpoint_url: str | None) -> list[str]:
 
 
 def _expand_s3(spec: str, endpoint_url: str | None) -> tuple[list[str], str | None]:
-    from tiling._s3 import split_s3_uri
-    from tiling.storage import open_object_store
+    from hubcat.storage import open_object_store, split_s3_uri
 
     bucket, key = split_s3_uri(spec)
     if key and not spec.endswith("/") and _is_fits_name(key):

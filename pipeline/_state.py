@@ -21,9 +21,9 @@ import json
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
+from hubcat.errors import StoreNotFoundError
+from hubcat.storage import ObjectStore
 from pipeline.errors import RunStateError
-from tiling.errors import StoreNotFoundError
-from tiling.storage import ObjectStore
 
 __all__ = ["FORMAT", "RunPlan", "RunState", "SourceRecord"]
 

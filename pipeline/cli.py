@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``hubcat`` with ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
-    from tiling.errors import HubcatError
+    from hubcat.errors import HubcatError
 
     parser = build_parser()
     args = parser.parse_args(argv)

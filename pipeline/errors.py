@@ -1,8 +1,8 @@
-"""Exceptions raised by :mod:`pipeline` (all derive from :class:`tiling.errors.HubcatError`)."""
+"""Exceptions raised by :mod:`pipeline` (all derive from :class:`hubcat.errors.HubcatError`)."""
 
 from __future__ import annotations
 
-from tiling.errors import HubcatError
+from hubcat.errors import HubcatError
 
 __all__ = ["GridConnectionError", "RunError", "RunStateError", "SourceSpecError"]
 

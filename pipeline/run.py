@@ -22,11 +22,11 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
+from hubcat.errors import HubcatError
+from hubcat.storage import join_uri, open_object_store
 from pipeline._sources import resolve_sources
 from pipeline._state import RunPlan, RunState, SourceRecord, now
 from pipeline._summary import RunSummary, SourceOutcome
-from tiling.errors import HubcatError
-from tiling.storage import join_uri, open_object_store
 
 __all__ = [
     "RunSummary",
@@ -425,7 +425,7 @@ def model_versions(catalogue: str | os.PathLike[str]) -> list[dict]:
     ``merkle_root``."""
     import json
 
-    from tiling.errors import StoreNotFoundError
+    from hubcat.errors import StoreNotFoundError
 
     state = open_run_state(catalogue)
     try:

@@ -8,8 +8,8 @@ import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from hubcat.errors import HubcatError, HubcatWarning
 from tiling._store import AddReport, TileStore
-from tiling.errors import HubcatError, HubcatWarning
 
 __all__ = ["BatchReport", "tile_sources"]
 

@@ -1,6 +1,6 @@
 """Open a mosaic source (local path or ``s3://`` URI) without ever loading it whole.
 
-A source is read through :mod:`tiling.storage`: a local uncompressed FITS is read with
+A source is read through :mod:`hubcat.storage`: a local uncompressed FITS is read with
 positioned reads of the rows a block needs (see :class:`PixelReader` for why not a memory map); an
 object in S3 is read with ranged GETs (:class:`RangeFile` gives astropy a seekable file over
 :meth:`ObjectStore.get_range`, and :class:`PixelReader` fetches pixel rows directly); a gzipped
@@ -31,8 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
-from tiling.errors import SourceError, SourceNotFoundError, StoreNotFoundError
-from tiling.storage import ObjectStore, is_remote_uri, open_object_store
+from hubcat.errors import StoreNotFoundError
+from hubcat.storage import ObjectStore, is_remote_uri, open_object_store
+from tiling.errors import SourceError, SourceNotFoundError
 
 __all__ = ["ImagePlan", "PixelReader", "RangeFile", "Source", "open_source"]
 

@@ -1,6 +1,6 @@
 """The tile store: Zarr v3 tile arrays plus a per-tile metadata table, local or on S3.
 
-Layout under the store's root (every key goes through :mod:`tiling.storage`)::
+Layout under the store's root (every key goes through :mod:`hubcat.storage`)::
 
     zarr.json                               root group; attributes: tiling config, digest,
                                             augmentations, format version
@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from hubcat.errors import StoreNotFoundError
+from hubcat.storage import ObjectStore, open_object_store, zarr_store
 from tiling._config import FORMAT_VERSION, TilingConfig
 from tiling._engine import CutTile, ImageCutter
 from tiling._header import normalise_header, raw_cards
@@ -37,12 +39,10 @@ from tiling.augment import AUGMENTATIONS
 from tiling.errors import (
     NonFinitePixelsWarning,
     SourceError,
-    StoreNotFoundError,
     TileNotFoundError,
     TilingError,
     UnitIntegrityError,
 )
-from tiling.storage import ObjectStore, open_object_store, zarr_store
 
 __all__ = ["AddReport", "MosaicReport", "TileStore", "UnitRef"]
 

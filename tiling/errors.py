@@ -1,34 +1,22 @@
-"""Exceptions raised by hubcat.
+"""Exceptions raised while reading sources and cutting or storing tiles.
 
-Every hubcat exception derives from :class:`HubcatError`, which lives here because ``tiling`` is
-the lowest package of the dependency chain (``pipeline -> catalog, grid -> embeddings -> tiling``).
-Each error also subclasses the builtin exception it refines, so ``except ValueError`` keeps working.
-Messages name the bad value, what was expected, and what to do about it.
+They derive from :class:`hubcat.errors.HubcatError`; each also subclasses the builtin exception it
+refines, so ``except ValueError`` keeps working. Messages name the bad value, what was expected,
+and what to do about it.
 """
 
 from __future__ import annotations
 
+from hubcat.errors import HubcatError, HubcatWarning
+
 __all__ = [
-    "HubcatError",
-    "HubcatWarning",
     "NonFinitePixelsWarning",
     "SourceError",
     "SourceNotFoundError",
-    "StorageError",
-    "StoragePermissionError",
-    "StoreNotFoundError",
     "TileNotFoundError",
     "TilingError",
     "UnitIntegrityError",
 ]
-
-
-class HubcatError(Exception):
-    """Base class of every error raised by hubcat."""
-
-
-class HubcatWarning(UserWarning):
-    """Base class of every warning issued by hubcat."""
 
 
 class SourceError(HubcatError, ValueError):
@@ -46,18 +34,6 @@ class SourceNotFoundError(SourceError, FileNotFoundError):
 
 class TilingError(HubcatError, ValueError):
     """Tiling parameters or a tile store are not usable."""
-
-
-class StorageError(HubcatError, OSError):
-    """Reading or writing a store (local folder or S3) failed."""
-
-
-class StoreNotFoundError(StorageError, FileNotFoundError):
-    """A store, or a key inside it, does not exist."""
-
-
-class StoragePermissionError(StorageError, PermissionError):
-    """Access to a store, or a key inside it, was denied (HTTP 403, missing credentials)."""
 
 
 class TileNotFoundError(TilingError, KeyError):

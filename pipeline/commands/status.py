@@ -80,7 +80,7 @@ def run_status_dict(catalogue: str, *, endpoint_url: str | None = None) -> dict:
 
 def _units(plan, state) -> dict:
     """Units in the tile store and how many have accepted vectors (cheap listing, no model load)."""
-    from tiling.errors import HubcatError
+    from hubcat.errors import HubcatError
 
     summary = state.read_summary() or {}
     digest = summary.get("model_digest")

@@ -64,8 +64,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_tile(args: argparse.Namespace) -> int:
     """Run ``hubcat tile``; return 0 when every source is in the store, 3 when some failed."""
+    from hubcat.storage import open_object_store
     from tiling import BatchReport, TileStore, TilingConfig, tile_sources
-    from tiling.storage import open_object_store
 
     options = {
         "zooms": args.zooms,

@@ -102,7 +102,7 @@ def _warm(cat, tile_id: str, read_tile) -> None:
 
     from catalog._export import table_to_bytes
     from catalog.errors import CatalogError
-    from tiling.errors import HubcatError
+    from hubcat.errors import HubcatError
 
     similar = cat.similar(tile_id, k=1)
     for fmt in FORMATS:
@@ -401,7 +401,7 @@ def create_app(
         summary="Leaf, inclusion proof and signed checkpoint of a tile",
     )
     def provenance(tile_id: str, _c: Caller = Depends(need("provenance"))) -> dict:
-        from tiling.errors import StoreNotFoundError
+        from hubcat.errors import StoreNotFoundError
 
         _tile_row(tile_id)
         with tile_lock:  # re-reads and re-hashes the tile's pixels

@@ -1,13 +1,13 @@
 """Exceptions raised by :mod:`pipeline.serve`.
 
-Every error derives from :class:`ServeError` (itself a :class:`tiling.errors.HubcatError`) and
+Every error derives from :class:`ServeError` (itself a :class:`hubcat.errors.HubcatError`) and
 carries the HTTP status the service answers with, so one handler turns any of them into a 4xx
 response whose body says what was wrong and what to do.
 """
 
 from __future__ import annotations
 
-from tiling.errors import HubcatError
+from hubcat.errors import HubcatError
 
 __all__ = [
     "BadRequestError",

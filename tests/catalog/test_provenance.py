@@ -11,7 +11,7 @@ import pytest
 
 from catalog import provenance as pv
 from catalog._leaves import decode_leaves
-from tiling.storage import LocalObjectStore
+from hubcat.storage import LocalObjectStore
 
 
 def make_record(i: int, **changes) -> dict:

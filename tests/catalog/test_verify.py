@@ -380,8 +380,8 @@ def test_provenance_notebook_runs(signed, tmp_path, monkeypatch):
 def test_verify_a_catalogue_on_s3(signed, s3_server):
     """The same catalogue copied to a loopback S3 server verifies; a changed object is named."""
     from catalog import Catalogue
+    from hubcat.storage import open_object_store
     from tiling import TileStore
-    from tiling.storage import open_object_store
 
     cat_dir, tiles_dir, key, keys = signed
     uri = s3_server.create_bucket("provenance-tests") + "/cat"

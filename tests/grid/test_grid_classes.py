@@ -18,7 +18,7 @@ def test_a_mixed_grid_validates_within_classes_and_accepts_every_unit(tmp_path):
     from embeddings import EmbeddingStore, load_model, runnable_classes
     from grid import UnitRecords
     from grid._selftest import synthetic_tile_store
-    from tiling.storage import open_object_store
+    from hubcat.storage import open_object_store
 
     here = set(runnable_classes())
     if not {"torch-fp32", "openvino-fp32"} <= here:

@@ -15,7 +15,7 @@ from grid import InvalidResultError, ResultStore
 from grid._endpoint import ReplicaEndpoint
 from grid._presign import fetch_unit, upload_result
 from grid._records import slug
-from tiling.storage import LocalObjectStore
+from hubcat.storage import LocalObjectStore
 
 
 @pytest.fixture

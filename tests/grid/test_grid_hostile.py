@@ -329,7 +329,7 @@ def test_a_liar_caught_later_loses_every_earlier_win(hostile, tmp_path):
     from embeddings import EmbeddingStore, embed_tiles, load_model
     from grid import CreditLedger, load_ledger_key
     from grid._selftest import _synthetic_fits, synthetic_tile_store
-    from tiling.storage import open_object_store
+    from hubcat.storage import open_object_store
 
     client, auth = hostile["client"], hostile["auth"]
     switch = tmp_path / "lie-now"

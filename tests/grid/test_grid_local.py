@@ -65,7 +65,7 @@ def test_no_workers_stops_cleanly_then_resumes_with_adaptive_replication(tmp_pat
 
     from grid import CreditLedger, UnitRecords, load_ledger_key
     from grid._selftest import synthetic_tile_store
-    from tiling.storage import open_object_store
+    from hubcat.storage import open_object_store
 
     store = synthetic_tile_store(tmp_path, units=3, unit_size=1, seed=5)
     config = GridConfig(

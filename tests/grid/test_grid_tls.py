@@ -173,7 +173,7 @@ def test_bad_results_are_rejected_not_credited_and_rerun(grid, honest, small_til
     """Two dishonest volunteers (NaN, shape, dtype, hash, perturbed in turn) and two honest ones."""
     from embeddings import EmbeddingStore, embed_tiles, load_model
     from grid import CreditLedger, load_ledger_key
-    from tiling.storage import open_object_store
+    from hubcat.storage import open_object_store
 
     liars = LIARS
     for name, mode in liars.items():

@@ -19,7 +19,7 @@ from grid import (
     check_replica,
     cobblestones,
 )
-from tiling.storage import LocalObjectStore
+from hubcat.storage import LocalObjectStore
 
 
 def unit_vectors(n=3, d=16, seed=0):

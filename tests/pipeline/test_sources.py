@@ -113,7 +113,7 @@ def test_s3_objects_and_prefixes(s3_server, hst_dir, tmp_path):
 @pytest.mark.s3
 def test_mast_dataset_reads_anonymously(s3_server, hst_dir, tmp_path):
     """A MAST id resolves to the public layout, and tiling's reader can fetch it unsigned."""
-    from tiling.storage import open_object_store
+    from hubcat.storage import open_object_store
 
     s3_server.create_bucket("stpubdata")
     local = tmp_path / "j8bt06nyq_flt.fits"

@@ -6,10 +6,10 @@ import uuid
 
 import pytest
 
+from hubcat.storage import LocalObjectStore, open_object_store
 from pipeline._state import RunPlan, RunState, SourceRecord
 from pipeline._summary import RunSummary, SourceOutcome
 from pipeline.errors import RunStateError
-from tiling.storage import LocalObjectStore, open_object_store
 
 
 @pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.s3)])

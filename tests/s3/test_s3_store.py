@@ -8,10 +8,9 @@ import uuid
 
 import pytest
 
+from hubcat.errors import StorageError, StoragePermissionError, StoreNotFoundError
+from hubcat.storage import S3ObjectStore, S3Options, open_object_store, split_s3_uri
 from tests._s3_support import mast_key
-from tiling._s3 import S3ObjectStore, S3Options, split_s3_uri
-from tiling.errors import StorageError, StoragePermissionError, StoreNotFoundError
-from tiling.storage import open_object_store
 
 pytestmark = pytest.mark.s3
 

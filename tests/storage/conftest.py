@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from tiling.storage import LocalObjectStore, open_object_store
+from hubcat.storage import LocalObjectStore, open_object_store
 
 BUCKET = "hubcat-store-tests"
 

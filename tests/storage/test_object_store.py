@@ -6,8 +6,8 @@ import pickle
 
 import pytest
 
-from tiling.errors import StorageError, StoreNotFoundError
-from tiling.storage import ObjectStore, open_object_store
+from hubcat.errors import StorageError, StoreNotFoundError
+from hubcat.storage import ObjectStore, open_object_store
 
 PAYLOAD = bytes(range(256)) * 5  # 1280 bytes, every byte value
 

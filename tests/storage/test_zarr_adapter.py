@@ -11,9 +11,8 @@ import zarr
 from zarr.abc.store import OffsetByteRequest, RangeByteRequest, SuffixByteRequest
 from zarr.core.buffer import default_buffer_prototype
 
-from tiling._zarr_adapter import ObjectZarrStore
-from tiling.errors import StorageError
-from tiling.storage import LocalObjectStore, zarr_store
+from hubcat.errors import StorageError
+from hubcat.storage import LocalObjectStore, ObjectZarrStore, zarr_store
 
 PROTO = default_buffer_prototype()
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 from astropy.io import fits
 
+from hubcat.storage import LocalObjectStore
 from tiling import RangeFile
 from tiling._source import PixelReader, open_fits, open_source, plan_images
-from tiling.storage import LocalObjectStore
 
 
 def test_scaled_integer_image_with_blank(tmp_path):

@@ -10,6 +10,7 @@ from astropy.coordinates import SkyCoord
 from astropy.io import fits
 from astropy.wcs import WCS
 
+from hubcat.errors import StoreNotFoundError
 from tests.conftest import write_synthetic_mosaic
 from tiling import (
     AUGMENTATIONS,
@@ -19,7 +20,6 @@ from tiling import (
     TilingError,
     UnitIntegrityError,
 )
-from tiling.errors import StoreNotFoundError
 
 CONTRACT_COLUMNS = [
     "tile_id", "mosaic_id", "unit_key", "source", "source_sha256", "hdu", "zoom", "x0", "y0",

@@ -1,6 +1,6 @@
-"""A Zarr v3 store over any :class:`~tiling.storage.ObjectStore` (S3 above all).
+"""A Zarr v3 store over any :class:`~hubcat.storage.ObjectStore` (S3 above all).
 
-Zarr's store API is asynchronous; :class:`~tiling.storage.ObjectStore` is synchronous (boto3 is).
+Zarr's store API is asynchronous; :class:`~hubcat.storage.ObjectStore` is synchronous (boto3 is).
 Each call runs the blocking object-store call in a worker thread (``asyncio.to_thread``), so
 Zarr's event loop keeps fetching other chunks concurrently. Zarr byte requests map onto ranged
 reads (``get_range``), so reading a chunk header or a shard index never downloads a whole object.
@@ -20,14 +20,14 @@ from zarr.abc.store import (
 )
 from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
 
-from tiling.errors import StorageError, StoreNotFoundError
-from tiling.storage import ObjectStore
+from hubcat.errors import StorageError, StoreNotFoundError
+from hubcat.storage._base import ObjectStore
 
 __all__ = ["ObjectZarrStore"]
 
 
 class ObjectZarrStore(Store):
-    """Zarr v3 store whose keys are keys of an :class:`~tiling.storage.ObjectStore`.
+    """Zarr v3 store whose keys are keys of an :class:`~hubcat.storage.ObjectStore`.
 
     Parameters
     ----------
@@ -48,7 +48,7 @@ class ObjectZarrStore(Store):
 
     def __init__(self, object_store: ObjectStore, *, read_only: bool = False) -> None:
         if not isinstance(object_store, ObjectStore):
-            msg = f"ObjectZarrStore needs a tiling.storage.ObjectStore, got {type(object_store).__name__}"
+            msg = f"ObjectZarrStore needs a hubcat.storage.ObjectStore, got {type(object_store).__name__}"
             raise StorageError(msg)
         read_only = read_only or not object_store.supports_writes
         super().__init__(read_only=read_only)

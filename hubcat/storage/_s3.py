@@ -1,11 +1,11 @@
-"""An :class:`~tiling.storage.ObjectStore` in an S3 bucket, through boto3.
+"""An :class:`~hubcat.storage.ObjectStore` in an S3 bucket, through boto3.
 
 Credentials come from boto3's usual chain (environment, shared files, instance roles). The
 endpoint is the ``endpoint_url`` option, else ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL`` (as
 boto3 itself reads them), else AWS. Public buckets such as MAST's ``stpubdata`` are read with
 unsigned (anonymous) requests. Throttling and 5xx answers are retried by botocore's retry modes,
 with exponential backoff; a body cut short in transit is fetched again. 403 and 404 answers become
-:class:`~tiling.errors.StoragePermissionError` and :class:`~tiling.errors.StoreNotFoundError`
+:class:`~hubcat.errors.StoragePermissionError` and :class:`~hubcat.errors.StoreNotFoundError`
 naming the ``s3://`` key.
 """
 
@@ -19,8 +19,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from urllib.parse import urlparse
 
-from tiling.errors import StorageError, StoragePermissionError, StoreNotFoundError
-from tiling.storage import ObjectStore
+from hubcat.errors import StorageError, StoragePermissionError, StoreNotFoundError
+from hubcat.storage._base import ObjectStore
 
 __all__ = ["PUBLIC_BUCKETS", "S3ObjectStore", "S3Options", "split_s3_uri"]
 
