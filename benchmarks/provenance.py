@@ -62,8 +62,8 @@ def _leaves(n: int, template: bytes) -> list[bytes]:
 
 
 def run(quick: bool = False) -> list[Figure]:
-    from catalog._leaves import canonical_json, leaf_bytes
-    from catalog._merkle import MerkleTree, verify_consistency, verify_inclusion
+    from catalog.provenance._leaves import canonical_json, leaf_bytes
+    from catalog.provenance._merkle import MerkleTree, verify_consistency, verify_inclusion
 
     n = 100_000 if quick else 1_000_000
     repeat = 1 if quick else 2

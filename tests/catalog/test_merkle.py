@@ -8,7 +8,7 @@ import json
 import pytest
 
 from catalog import provenance as pv
-from catalog._merkle import MerkleTree, consistency_failure, inclusion_failure
+from catalog.provenance._merkle import MerkleTree, consistency_failure, inclusion_failure
 
 
 def load(rfc6962_dir, name):

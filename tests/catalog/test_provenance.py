@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from catalog import provenance as pv
-from catalog._leaves import decode_leaves
+from catalog.provenance._leaves import decode_leaves
 from hubcat.storage import LocalObjectStore
 
 
@@ -284,7 +284,7 @@ def test_stored_leaves_are_byte_identical_under_rfc8785(catalogue_dir):
     """Leaves written by the catalogue's fast path are exactly the rfc8785 package's output."""
     import rfc8785
 
-    from catalog._leaves import LEAVES_KEY
+    from catalog.provenance._leaves import LEAVES_KEY
 
     leaves = decode_leaves((catalogue_dir / LEAVES_KEY).read_bytes())
     assert len(leaves) > 10

@@ -20,14 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from catalog._checkpoint import (
-    Checkpoint,
-    CheckpointError,
-    SigningKeyError,
-    VerifierKey,
-    load_verifier_key,
-)
-from catalog._leaves import (
+from catalog.provenance._checkpoint import Checkpoint, VerifierKey, load_verifier_key
+from catalog.provenance._leaves import (
     LEAF_HASHES_KEY,
     LEAVES_KEY,
     PUBLIC_KEY_KEY,
@@ -36,15 +30,19 @@ from catalog._leaves import (
     leaf_bytes,
     parse_leaf_lenient,
 )
-from catalog._merkle import (
+from catalog.provenance._merkle import (
     MerkleTree,
-    ProvenanceError,
-    ProvenanceNotFoundError,
-    VerificationError,
     consistency_failure,
     hash_leaf,
     inclusion_failure,
     leaf_hashes,
+)
+from catalog.provenance.errors import (
+    CheckpointError,
+    ProvenanceError,
+    ProvenanceNotFoundError,
+    SigningKeyError,
+    VerificationError,
 )
 
 __all__ = [

@@ -28,16 +28,14 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from hubcat.errors import HubcatError
+from catalog.provenance.errors import (
+    ProofError,
+)
 
 __all__ = [
     "EMPTY_ROOT",
     "HASH_SIZE",
     "MerkleTree",
-    "ProofError",
-    "ProvenanceError",
-    "ProvenanceNotFoundError",
-    "VerificationError",
     "consistency_failure",
     "consistency_proof",
     "from_hex",
@@ -58,35 +56,6 @@ EMPTY_ROOT = hashlib.sha256(b"").digest()
 
 _LEAF = hashlib.sha256(b"\x00")
 _NODE = hashlib.sha256(b"\x01")
-
-
-# --------------------------------------------------------------------------- errors
-
-
-class ProvenanceError(HubcatError, ValueError):
-    """Provenance (Merkle log, leaves, checkpoint, keys) cannot be built or read as asked."""
-
-
-class ProofError(ProvenanceError):
-    """A proof, hash or index is malformed: not bytes or hex, not 32 bytes, negative, ..."""
-
-
-class VerificationError(ProvenanceError):
-    """Something does not verify: a proof, a signature, a re-hashed tile or embedding.
-
-    Attributes
-    ----------
-    failures : list of str
-        One line per failed check, each naming the tile, file or value at fault.
-    """
-
-    def __init__(self, message: str, failures: Sequence[str] = ()) -> None:
-        self.failures = list(failures)
-        super().__init__(message)
-
-
-class ProvenanceNotFoundError(ProvenanceError, FileNotFoundError):
-    """A provenance file (leaves, checkpoint, public key) is missing from the catalogue."""
 
 
 # --------------------------------------------------------------------------- hashing

@@ -33,12 +33,9 @@ True
 
 from __future__ import annotations
 
-from catalog._checkpoint import (
+from catalog.provenance._checkpoint import (
     Checkpoint,
-    CheckpointError,
-    SignatureError,
     SigningKey,
-    SigningKeyError,
     VerifierKey,
     default_key_path,
     generate_signing_key,
@@ -47,7 +44,7 @@ from catalog._checkpoint import (
     load_verifier_key,
     write_key_pair,
 )
-from catalog._leaves import (
+from catalog.provenance._leaves import (
     LEAF_SCHEMA,
     RECORD_KEYS,
     build_provenance,
@@ -55,13 +52,9 @@ from catalog._leaves import (
     leaf_bytes,
     parse_leaf,
 )
-from catalog._merkle import (
+from catalog.provenance._merkle import (
     EMPTY_ROOT,
     MerkleTree,
-    ProofError,
-    ProvenanceError,
-    ProvenanceNotFoundError,
-    VerificationError,
     consistency_proof,
     hash_children,
     hash_leaf,
@@ -70,12 +63,21 @@ from catalog._merkle import (
     verify_consistency,
     verify_inclusion,
 )
-from catalog._verify import (
+from catalog.provenance._verify import (
     ConsistencyCheck,
     InclusionProof,
     VerificationReport,
     verify_catalogue,
     verify_tile,
+)
+from catalog.provenance.errors import (
+    CheckpointError,
+    ProofError,
+    ProvenanceError,
+    ProvenanceNotFoundError,
+    SignatureError,
+    SigningKeyError,
+    VerificationError,
 )
 
 __all__ = [

@@ -30,15 +30,18 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from catalog._merkle import HASH_SIZE, ProvenanceError, ProvenanceNotFoundError, VerificationError
+from catalog.provenance._merkle import HASH_SIZE
+from catalog.provenance.errors import (
+    CheckpointError,
+    ProvenanceNotFoundError,
+    SignatureError,
+    SigningKeyError,
+)
 
 __all__ = [
     "DEFAULT_KEY_NAME",
     "Checkpoint",
-    "CheckpointError",
-    "SignatureError",
     "SigningKey",
-    "SigningKeyError",
     "VerifierKey",
     "default_key_path",
     "generate_signing_key",
@@ -52,18 +55,6 @@ __all__ = [
 DEFAULT_KEY_NAME = "hubcat"
 _ALG_ED25519 = 0x01
 _SIG_PREFIX = "\u2014 "  # em dash and a space
-
-
-class CheckpointError(ProvenanceError):
-    """A checkpoint or signed note is malformed."""
-
-
-class SignatureError(VerificationError):
-    """A checkpoint carries no valid signature by the expected key."""
-
-
-class SigningKeyError(ProvenanceError):
-    """A key file is missing, malformed, or not an Ed25519 key."""
 
 
 def _check_name(name: str) -> str:

@@ -24,8 +24,9 @@ from typing import TYPE_CHECKING
 
 import rfc8785
 
-from catalog._checkpoint import Checkpoint, SigningKey, load_signing_key
-from catalog._merkle import MerkleTree, ProvenanceError, consistency_failure, leaf_hashes
+from catalog.provenance._checkpoint import Checkpoint, SigningKey, load_signing_key
+from catalog.provenance._merkle import MerkleTree, consistency_failure, leaf_hashes
+from catalog.provenance.errors import ProvenanceError
 
 if TYPE_CHECKING:
     from hubcat.storage import ObjectStore
