@@ -15,8 +15,8 @@ from __future__ import annotations
 from catalog._catalogue import FORMAT, FORMAT_VERSION, Catalogue, TileCutout
 from catalog._config import INDEX_KINDS, CatalogConfig
 from catalog._embed import prepare_image
-from catalog._export import EXPORT_FORMATS, export
-from catalog._query import FILTER_KEYS, RESULT_COLUMNS
+from catalog._export import EXPORT_FORMATS, export, table_to_bytes
+from catalog._query import FILTER_KEYS, RESULT_COLUMNS, result_table, to_angle
 from catalog.errors import (
     CatalogError,
     CatalogNotFoundError,
@@ -48,4 +48,7 @@ __all__ = [
     "UnknownTileError",
     "export",
     "prepare_image",
+    "result_table",
+    "table_to_bytes",
+    "to_angle",
 ]

@@ -134,8 +134,8 @@ def prepare_image(
     if stretch is None:
         stretch = bool(good.size) and (good.min() < 0.0 or good.max() > 1.0)
     if stretch:
-        from tiling._pixels import StretchParams
-        from tiling._pixels import stretch as asinh_stretch
+        from tiling import StretchParams
+        from tiling import stretch as asinh_stretch
 
         lo, hi = np.percentile(good, percentiles)
         if not hi > lo:

@@ -25,8 +25,7 @@ def _model_description(embedding_store) -> dict[str, Any]:
     digest = embedding_store.model_digest
     if info is None:
         # a store created from a bare digest: accept it only if it is the default model's
-        from embeddings import load_model
-        from embeddings._model import describe
+        from embeddings import describe, load_model
 
         model = load_model()
         if model.digest != digest:

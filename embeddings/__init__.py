@@ -12,7 +12,7 @@ accepted results in an :class:`EmbeddingStore` next to the tiles.
 
 from __future__ import annotations
 
-from embeddings._config import PRECISIONS, RUNTIMES, EmbedConfig
+from embeddings._config import ENV_PRECISION, ENV_RUNTIME, PRECISIONS, RUNTIMES, EmbedConfig
 from embeddings._embed import embed_tiles, preprocess, validate_tiles
 from embeddings._model import EmbeddingModel, describe, load_model, verify_weights
 from embeddings._registry import DEFAULT_MODEL, REGISTRY, ModelSpec, get_spec, list_registered
@@ -48,6 +48,8 @@ from embeddings.errors import (
 __all__ = [
     "CLASS_MIN_COSINE",
     "DEFAULT_MODEL",
+    "ENV_PRECISION",
+    "ENV_RUNTIME",
     "PRECISIONS",
     "REGISTRY",
     "RUNTIMES",

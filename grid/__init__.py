@@ -24,9 +24,11 @@ from grid._ledger import (
     load_ledger_key,
 )
 from grid._pki import Enrollment, GridAuthority, PeerIdentity, peer_identity
+from grid._procs import scheduler_argv, scheduler_environment
 from grid._records import UnitRecords
 from grid._results import ResultStore, agree, check_replica, cosines
 from grid._run import GridReport, run_units
+from grid._selftest import selftest
 from grid._status import grid_status, render_status
 from grid.errors import (
     AdmissionError,
@@ -66,4 +68,7 @@ __all__ = [
     "peer_identity",
     "render_status",
     "run_units",
+    "scheduler_argv",
+    "scheduler_environment",
+    "selftest",
 ]

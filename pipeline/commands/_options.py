@@ -63,7 +63,7 @@ def angle(text: str):
 
     A bare number is refused, as in the Python API (:func:`catalog._query.to_angle`).
     """
-    from catalog._query import to_angle
+    from catalog import to_angle
     from catalog.errors import QueryError
 
     try:
@@ -154,8 +154,7 @@ def runtime_environment(args: argparse.Namespace) -> Iterator[str]:
     embeddings.RuntimeUnavailableError, embeddings.PrecisionUnavailableError
         Before any work is done, when the choice cannot run on this machine.
     """
-    from embeddings import EmbedConfig, numerical_class
-    from embeddings._config import ENV_PRECISION, ENV_RUNTIME
+    from embeddings import ENV_PRECISION, ENV_RUNTIME, EmbedConfig, numerical_class
 
     chosen = {
         ENV_RUNTIME: getattr(args, "runtime", None),

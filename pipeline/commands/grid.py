@@ -160,8 +160,7 @@ def _revoke(args: argparse.Namespace) -> int:
 
 
 def _scheduler(args: argparse.Namespace) -> int:
-    from grid import GridAuthority
-    from grid._procs import scheduler_argv
+    from grid import GridAuthority, scheduler_argv
 
     auth = GridAuthority.open(args.dir)
     argv, env = scheduler_argv(
@@ -176,13 +175,13 @@ def _scheduler(args: argparse.Namespace) -> int:
         print(" ".join(f"{k}={v!r}" for k, v in env.items()), " ".join(argv))
         return 0
     print(f"grid scheduler on tls://{args.host}:{args.port} (dashboard http://{args.dashboard})")
-    from grid._procs import scheduler_environment
+    from grid import scheduler_environment
 
     return subprocess.call(argv, env=scheduler_environment(env))
 
 
 def _status(args: argparse.Namespace) -> int:
-    from grid._status import grid_status, render_status
+    from grid import grid_status, render_status
 
     status = grid_status(args.tiles, grid_dir=args.dir)
     if args.json:
@@ -193,7 +192,7 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _selftest(args: argparse.Namespace) -> int:
-    from grid._selftest import selftest
+    from grid import selftest
 
     result = selftest(
         args.workers,

@@ -86,7 +86,7 @@ def parse_filters(items: list[str]) -> dict:
                 raise QueryError(msg)
             out[key] = (start.strip() or None, end.strip() or None)
         elif key == "region":
-            from catalog._query import to_angle
+            from catalog import to_angle
 
             try:
                 ra_text, dec_text, radius_text = values
@@ -107,9 +107,7 @@ def run_query(args: argparse.Namespace) -> int:
     from astropy import units as u
     from astropy.coordinates import SkyCoord
 
-    from catalog import Catalogue, CatalogWarning
-    from catalog._export import table_to_bytes
-    from catalog._query import result_table
+    from catalog import Catalogue, CatalogWarning, result_table, table_to_bytes
     from catalog.errors import QueryError
 
     filters = parse_filters(args.filter)

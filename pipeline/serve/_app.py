@@ -75,7 +75,7 @@ def table_json(table) -> bytes:
 
 
 def _render(table, fmt: str) -> Response:
-    from catalog._export import table_to_bytes
+    from catalog import table_to_bytes
 
     if fmt == "json":
         return Response(table_json(table), media_type=MEDIA_TYPES[fmt])
@@ -100,7 +100,7 @@ def _warm(cat, tile_id: str, read_tile) -> None:
     """
     from astropy import units as u
 
-    from catalog._export import table_to_bytes
+    from catalog import table_to_bytes
     from catalog.errors import CatalogError
     from hubcat.errors import HubcatError
 
