@@ -7,7 +7,7 @@ PUT URLs for the replica's result objects (vectors and receipt), all expiring af
 (:mod:`urllib.request`): it needs neither boto3 nor credentials, and can touch no other object.
 
 The worker decodes the raw chunk exactly as Zarr does for the tile store's arrays (the ``bytes``
-codec, no compressor: see :class:`tiling._store._ZoomWriter`) and checks the unit's sha256 from
+codec, no compressor: see :class:`tiling.TileStore`) and checks the unit's sha256 from
 :meth:`tiling.TileStore.units` before use, so a chunk altered in the bucket or in transit is
 never embedded. The validator reads the results back through the operator's own
 :class:`~hubcat.storage.S3ObjectStore`, exactly as for a local result store.

@@ -152,28 +152,6 @@ class _Stages:
             self._console.print(text, highlight=False, markup=False)
 
 
-def _reason(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    if not isinstance(exc, HubcatError):
-        text = f"{type(exc).__name__}: {text}"
-    return " ".join(text.split())
-
-
-def _count_tiles(report: object) -> int:
-    for name in ("tiles", "n_tiles", "added", "tiles_added"):
-        value = getattr(report, name, None)
-        if isinstance(value, int):
-            return value
-        if isinstance(value, Sequence):
-            return len(value)
-    if isinstance(report, dict):
-        for name in ("tiles", "n_tiles"):
-            if name in report:
-                value = report[name]
-                return value if isinstance(value, int) else len(value)
-    return 0
-
-
 def _tiling_config(zooms, stride, unit_size, tiling_config):
     """The tiling configuration asked for, or None when nothing was (then the recorded one)."""
     from tiling import TilingConfig
@@ -357,10 +335,8 @@ def _run(
     t0 = time.perf_counter()
     tile_store = TileStore.open_or_create(store_uri, tiling_config)
     with stages.stage("tiling", len(plan.sources)) as advance:
-        for uri in plan.sources:
-            outcome = _tile_one(tile_store, state, state.source(uri), retry_failed, stages)
-            summary.sources.append(outcome)
-            advance(note=uri.rsplit("/", 1)[-1])
+        outcomes = _tile_stage(tile_store, state, plan.sources, retry_failed, stages, advance)
+    summary.sources.extend(outcomes[uri] for uri in plan.sources)
     for rej in rejected:
         summary.sources.append(SourceOutcome(rej.given, "failed", rej.reason))
     summary.stage_seconds["tiling"] = time.perf_counter() - t0
@@ -589,49 +565,59 @@ def _reprocess(
     return summary
 
 
-def _tile_one(tile_store, state: RunState, record: SourceRecord, retry_failed: bool, stages):
-    """Tile one source into the store, recording the outcome; never raises for a bad source."""
-    uri = record.uri
-    if record.status == "done":
-        return SourceOutcome(
-            uri,
-            "skipped",
-            "already tiled by an earlier run",
-            record.tiles,
-            mosaic_id=record.mosaic_id,
-        )
-    if record.status == "failed" and not retry_failed:
-        return SourceOutcome(
-            uri, "skipped", f"failed in an earlier run ({record.reason}); retry with --retry-failed"
-        )
-    record.attempts += 1
-    t0 = time.perf_counter()
-    try:
-        report = tile_store.add_mosaic(uri)
-    except KeyboardInterrupt:
-        raise
-    except Exception as exc:  # one bad source never stops the batch
-        if not isinstance(exc, HubcatError):
-            log.exception("unexpected error while tiling %s", uri)
-        record.status, record.reason, record.error = "failed", _reason(exc), type(exc).__name__
-        record.seconds = time.perf_counter() - t0
-        state.write_source(record)
-        stages.print(f"failed: {record.reason}")
-        return SourceOutcome(uri, "failed", record.reason, seconds=record.seconds)
-    record.status, record.reason, record.error = "done", "", ""
-    record.tiles = sum(m.tiles for m in report.mosaics)
-    record.mosaic_id = ",".join(report.mosaic_ids)
-    record.source_sha256 = report.source_sha256
-    record.seconds = time.perf_counter() - t0
-    state.write_source(record)
-    notes = []
-    if report.already_present:
-        notes.append("same content already in the tile store")
-    notes.extend(f"HDU {h} skipped: {r}" for h, r in sorted(report.skipped_hdus.items()))
-    notes.extend(report.warnings)
-    return SourceOutcome(
-        uri, "done", "; ".join(notes), record.tiles, record.seconds, record.mosaic_id
-    )
+def _tile_stage(tile_store, state: RunState, uris, retry_failed: bool, stages, advance):
+    """Tile the sources not done yet with :func:`tiling.tile_sources`, recording each outcome
+    in the run state as soon as it is known; returns the outcome of every source by URI."""
+    from tiling import tile_sources
+
+    outcomes: dict[str, SourceOutcome] = {}
+    records: dict[str, SourceRecord] = {}
+    for uri in uris:
+        record = state.source(uri)
+        name = uri.rsplit("/", 1)[-1]
+        if record.status == "done":
+            reason = "already tiled by an earlier run"
+            outcomes[uri] = SourceOutcome(
+                uri, "skipped", reason, record.tiles, mosaic_id=record.mosaic_id
+            )
+            advance(note=name)
+        elif record.status == "failed" and not retry_failed:
+            reason = f"failed in an earlier run ({record.reason}); retry with --retry-failed"
+            outcomes[uri] = SourceOutcome(uri, "skipped", reason)
+            advance(note=name)
+        else:
+            record.attempts += 1
+            records[uri] = record
+
+    def on_source(result) -> None:
+        record = records[result.source]
+        record.seconds = result.seconds
+        if not result.ok:
+            record.status, record.reason, record.error = "failed", result.reason, result.error
+            state.write_source(record)
+            stages.print(f"failed: {record.reason}")
+            outcomes[record.uri] = SourceOutcome(
+                record.uri, "failed", record.reason, seconds=record.seconds
+            )
+        else:
+            report = result.report
+            record.status, record.reason, record.error = "done", "", ""
+            record.tiles = sum(m.tiles for m in report.mosaics)
+            record.mosaic_id = ",".join(report.mosaic_ids)
+            record.source_sha256 = report.source_sha256
+            state.write_source(record)
+            notes = []
+            if report.already_present:
+                notes.append("same content already in the tile store")
+            notes.extend(f"HDU {h} skipped: {r}" for h, r in sorted(report.skipped_hdus.items()))
+            notes.extend(report.warnings)
+            outcomes[record.uri] = SourceOutcome(
+                record.uri, "done", "; ".join(notes), record.tiles, record.seconds, record.mosaic_id
+            )
+        advance(note=record.uri.rsplit("/", 1)[-1])
+
+    tile_sources(tile_store, list(records), on_source=on_source)
+    return outcomes
 
 
 def _unit_reason(tile_store, emb_model, unit_key: str) -> str:

@@ -7,12 +7,13 @@
 
 from __future__ import annotations
 
-from tiling._batch import BatchReport, tile_sources
+from tiling._batch import BatchReport, SourceResult, tile_sources
 from tiling._config import TILE_SIZE, TilingConfig
 from tiling._header import normalise_bunit, normalise_header
+from tiling._ingest import AddReport, MosaicReport
 from tiling._pixels import StretchParams, bin_box, stretch
 from tiling._source import RangeFile
-from tiling._store import AddReport, MosaicReport, TileStore, UnitRef
+from tiling._store import TileStore, UnitRef
 from tiling._wcs import box_wcs
 from tiling.augment import AUGMENTATIONS, augment, augment_all
 from tiling.errors import (
@@ -34,6 +35,7 @@ __all__ = [
     "RangeFile",
     "SourceError",
     "SourceNotFoundError",
+    "SourceResult",
     "StretchParams",
     "TileNotFoundError",
     "TileStore",

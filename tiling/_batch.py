@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from hubcat.errors import HubcatError, HubcatWarning
-from tiling._store import AddReport, TileStore
+from hubcat.progress import Progress, reporter
+from tiling._ingest import AddReport
+from tiling._store import TileStore
 
-__all__ = ["BatchReport", "tile_sources"]
+__all__ = ["BatchReport", "SourceResult", "failure_reason", "tile_sources"]
 
 log = logging.getLogger(__name__)
 
@@ -49,18 +52,54 @@ class BatchReport:
         return "\n".join(lines)
 
 
+def failure_reason(source: str, exc: BaseException) -> str:
+    """One line saying why ``source`` could not be tiled (hubcat errors already name the file)."""
+    text = str(exc).strip() or type(exc).__name__
+    if not isinstance(exc, HubcatError):
+        text = f"{source}: {type(exc).__name__}: {text}"
+    return " ".join(text.split())
+
+
+@dataclass(frozen=True)
+class SourceResult:
+    """What happened to one source of :func:`tile_sources`, as soon as it is known."""
+
+    source: str
+    #: The report of a source that was tiled (or already present), else None.
+    report: AddReport | None
+    #: Why the source failed ("" when it did not).
+    reason: str = ""
+    #: The exception's class name when it failed.
+    error: str = ""
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.report is not None
+
+
 def tile_sources(
-    store: TileStore, sources: Iterable[str | os.PathLike[str]], *, progress: bool = False
+    store: TileStore,
+    sources: Iterable[str | os.PathLike[str]],
+    *,
+    progress: Progress | None = None,
+    on_source: Callable[[SourceResult], None] | None = None,
 ) -> BatchReport:
     """Add every source to ``store``; record, never raise, the reason a source fails.
+
+    This is the one batch-tiling loop: ``hubcat tile`` and ``hubcat run`` both use it.
 
     Parameters
     ----------
     store : TileStore
     sources : iterable of str or path-like
         Local paths or ``s3://`` URIs.
-    progress : bool
-        Show a rich progress bar over sources.
+    progress : callable, optional
+        Called as ``progress("mosaics", done, total, name)`` after each source
+        (see :mod:`hubcat.progress`).
+    on_source : callable, optional
+        Called with a :class:`SourceResult` after each source (to record it at once, so an
+        interrupted batch keeps what it finished).
 
     Returns
     -------
@@ -69,28 +108,29 @@ def tile_sources(
         (NaN pixels inside a footprint, ...) are kept in each :class:`AddReport`.
     """
     sources = [str(s) for s in sources]
+    report_progress = reporter(progress)
     report = BatchReport()
-    bar = task = None
-    if progress:
-        from rich.progress import Progress
-
-        bar = Progress()
-        bar.start()
-        task = bar.add_task("mosaics", total=len(sources))
-    try:
-        for source in sources:
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", HubcatWarning)
-                    report.added.append(store.add_mosaic(source))
-            except HubcatError as exc:
-                report.failed[source] = str(exc)
-            except Exception as exc:  # unexpected, but it concerns this one file only
+    report_progress("mosaics", 0, len(sources), "")
+    for done, source in enumerate(sources, start=1):
+        t0 = time.perf_counter()
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", HubcatWarning)
+                added = store.add_mosaic(source)
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:  # one bad source never stops the batch
+            if not isinstance(exc, HubcatError):
                 log.exception("unexpected error while tiling %s", source)
-                report.failed[source] = f"{source}: {type(exc).__name__}: {exc}"
-            if bar is not None:
-                bar.advance(task)
-    finally:
-        if bar is not None:
-            bar.stop()
+            reason = failure_reason(source, exc)
+            report.failed[source] = reason
+            result = SourceResult(
+                source, None, reason, type(exc).__name__, time.perf_counter() - t0
+            )
+        else:
+            report.added.append(added)
+            result = SourceResult(source, added, seconds=time.perf_counter() - t0)
+        if on_source is not None:
+            on_source(result)
+        report_progress("mosaics", done, len(sources), source.rsplit("/", 1)[-1])
     return report

@@ -30,7 +30,7 @@ class TilingConfig:
     """Parameters of the tiling stage.
 
     Every field that changes a stored byte or a metadata value enters :meth:`digest`; fields that
-    only change speed or display (``workers``, ``progress``) do not.
+    only change speed (``workers``) do not.
 
     Parameters
     ----------
@@ -73,8 +73,6 @@ class TilingConfig:
         needs ``measure_sources``).
     workers : int
         Dask threads used to cut blocks (speed only).
-    progress : bool
-        Show a progress bar (display only).
     """
 
     tile_size: int = TILE_SIZE
@@ -91,7 +89,6 @@ class TilingConfig:
     measure_sources: bool = True
     centred_cutouts: bool = False
     workers: int = _nodigest(2)  # type: ignore[assignment]
-    progress: bool = _nodigest(False)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "zooms", tuple(int(z) for z in self.zooms))
@@ -184,7 +181,8 @@ class TilingConfig:
     def from_dict(cls, data: dict) -> TilingConfig:
         """Rebuild a config from :meth:`to_dict` output (unknown keys are an error)."""
         known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known - {"format_version"})
+        # ``progress`` was a display-only field of stores written before 0.3: ignored
+        unknown = sorted(set(data) - known - {"format_version", "progress"})
         if unknown:
             msg = f"unknown tiling parameters {unknown}; this store was written by a newer hubcat"
             raise TilingError(msg)

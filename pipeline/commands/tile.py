@@ -65,7 +65,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_tile(args: argparse.Namespace) -> int:
     """Run ``hubcat tile``; return 0 when every source is in the store, 3 when some failed."""
     from hubcat.storage import open_object_store
-    from tiling import BatchReport, TileStore, TilingConfig, tile_sources
+    from tiling import TileStore, TilingConfig, tile_sources
 
     options = {
         "zooms": args.zooms,
@@ -77,7 +77,7 @@ def run_tile(args: argparse.Namespace) -> int:
     options = {k: v for k, v in options.items() if v is not None}
     show = not (args.no_progress or args.json)
     # the command draws one bar over the sources; the store reports nothing itself
-    runtime = {"workers": args.workers or 2, "progress": False}
+    runtime = {"workers": args.workers or 2}
     exists = open_object_store(args.store).exists("zarr.json")
     if exists:
         store = TileStore.open(args.store)
@@ -89,14 +89,10 @@ def run_tile(args: argparse.Namespace) -> int:
         store = TileStore.create(args.store, TilingConfig(**options))
     store.config = TilingConfig(**{**store.config.to_dict(), **runtime})
     t0 = time.perf_counter()
-    report = BatchReport()
     with progress_bar("tiling", len(args.sources), enabled=show) as update:
-        for i, source in enumerate(args.sources):
-            update(i, note=str(source).rsplit("/", 1)[-1])
-            one = tile_sources(store, [source], progress=False)
-            report.added.extend(one.added)
-            report.failed.update(one.failed)
-        update(len(args.sources), note="")
+        report = tile_sources(
+            store, args.sources, progress=lambda _stage, done, _total, note: update(done, note=note)
+        )
     seconds = time.perf_counter() - t0
     if args.json:
         out = {

@@ -10,8 +10,7 @@ from astropy.io import fits
 
 from pipeline.cli import main
 from tests.conftest import write_synthetic_mosaic
-from tiling import TileStore, TilingConfig
-from tiling._store import TileStore as _TileStore
+from tiling import TileStore, TilingConfig, _ingest
 
 
 def test_stride_makes_overlapping_tiles_with_the_halo(tmp_path):
@@ -84,10 +83,10 @@ def test_interrupted_add_leaves_nothing_visible_and_resumes(tmp_path, monkeypatc
     path = write_synthetic_mosaic(tmp_path / "m.fits", shape=(500, 500))
     store = TileStore.create(tmp_path / "t", TilingConfig(zooms=(1, 2), unit_size=4))
 
-    def interrupted(self, *args, **kwargs):
+    def interrupted(*args, **kwargs):
         raise KeyboardInterrupt  # after every tile array was written, before the record
 
-    monkeypatch.setattr(_TileStore, "_commit", interrupted)
+    monkeypatch.setattr(_ingest, "_commit", interrupted)
     with pytest.raises(KeyboardInterrupt):
         store.add_mosaic(path)
     monkeypatch.undo()

@@ -196,7 +196,7 @@ def test_store_opening_errors(tmp_path, store):
 
 
 def test_config_validation_and_digest():
-    assert TilingConfig().digest() == TilingConfig(workers=1, progress=True).digest()
+    assert TilingConfig().digest() == TilingConfig(workers=1).digest()
     assert TilingConfig().digest() != TilingConfig(stride=112).digest()
     assert TilingConfig.from_dict(TilingConfig(zooms=(1, 3)).to_dict()) == TilingConfig(
         zooms=(1, 3)
