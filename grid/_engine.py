@@ -112,7 +112,6 @@ class Engine(Placement, ReachBack):
         self.transfer = self._transfer_mode(base)
         self.endpoint = None
         self.layouts: dict[str, dict] = {}
-        self.zarr_meta: dict[str, dict] = {}
         self.gated = False
         self.attributed: dict[str, str] = {}
         self.classes_of: dict[str, set[str]] = {}

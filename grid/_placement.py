@@ -91,7 +91,7 @@ class Placement:
         key = rec["unit_key"]
         if key not in self.layouts:
             unit = self.unit_refs.get(key) or self.ts.unit(key)
-            layout = chunk_layout(self.ts, unit, self.zarr_meta)
+            layout = chunk_layout(self.ts, unit)
             self.layouts[key] = {**layout, "sha256": unit.sha256}
         transfer = presign_replica(
             self.ts.objects, self.results, self.layouts[key], unit_slug, rid, self.cfg.url_expires

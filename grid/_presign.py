@@ -25,6 +25,7 @@ import numpy as np
 
 from grid._results import DTYPE, ResultStore
 from grid.errors import GridConfigError, GridError
+from tiling import TilingError
 
 __all__ = ["ChunkLayout", "chunk_layout", "fetch_unit", "presign_replica", "upload_result"]
 
@@ -35,20 +36,17 @@ ATTEMPTS = 4
 MAX_EXPIRES = 7 * 24 * 3600
 
 ChunkLayout = dict
-"""Where and how one unit's tiles sit in a Zarr chunk: ``key`` (object key in the tile store),
-``chunk_shape`` ([rows, 224, 224]), ``dtype`` (numpy ``"<f4"``/``">f4"``), ``offset`` (first row
-of the unit in the chunk), ``fill_value`` (of an absent chunk)."""
+"""Where and how one unit's tiles sit in a Zarr chunk (:meth:`tiling.UnitChunk.to_dict`):
+``key``, ``chunk_shape``, ``dtype``, ``offset``, ``fill_value``."""
 
 
-def chunk_layout(tile_store, unit, metadata_cache: dict | None = None) -> ChunkLayout:
-    """The Zarr chunk that holds ``unit``'s tiles (operator side, from the array metadata).
+def chunk_layout(tile_store, unit) -> ChunkLayout:
+    """The Zarr chunk that holds ``unit``'s tiles, as the tile store reports it (operator side).
 
     Parameters
     ----------
     tile_store : tiling.TileStore
     unit : tiling.UnitRef
-    metadata_cache : dict or None
-        Array metadata already read, by array path (filled in).
 
     Returns
     -------
@@ -57,48 +55,14 @@ def chunk_layout(tile_store, unit, metadata_cache: dict | None = None) -> ChunkL
     Raises
     ------
     GridConfigError
-        If the array's encoding is one a worker cannot decode from raw bytes (a compressor,
+        If the tile store's encoding is one a worker cannot decode from raw bytes (a compressor,
         sharding or another dtype): such a tile store cannot be served by pre-signed URLs.
     """
-    path = f"tiles/{unit.mosaic_id}/z{unit.zoom}"
-    cache = {} if metadata_cache is None else metadata_cache
-    if path not in cache:
-        cache[path] = json.loads(tile_store.objects.get(f"{path}/zarr.json"))
-    meta = cache[path]
-    codecs = meta.get("codecs") or []
-    where = f"{tile_store.uri}/{path}"
-    if meta.get("data_type") != "float32" or len(codecs) != 1 or codecs[0].get("name") != "bytes":
-        msg = (
-            f"{where} is stored as {meta.get('data_type')} with codecs "
-            f"{[c.get('name') for c in codecs]}; pre-signed URLs need uncompressed float32 chunks "
-            "(the bytes codec only), as TileStore writes them; run without presigned_urls"
-        )
-        raise GridConfigError(msg)
-    endian = (codecs[0].get("configuration") or {}).get("endian", "little")
-    rows = int(meta["chunk_grid"]["configuration"]["chunk_shape"][0])
-    shape = [int(s) for s in meta["chunk_grid"]["configuration"]["chunk_shape"]]
-    encoding = meta.get("chunk_key_encoding") or {"name": "default"}
-    sep = (encoding.get("configuration") or {}).get("separator", "/")
-    first = unit.chunk * tile_store.config.unit_size
-    index = first // rows
-    coords = [str(index)] + ["0"] * (len(shape) - 1)
-    if encoding.get("name") == "default":
-        key = f"{path}/c{sep}{sep.join(coords)}"
-    elif encoding.get("name") == "v2":
-        key = f"{path}/{sep.join(coords)}"
-    else:
-        msg = f"{where} uses chunk key encoding {encoding.get('name')!r}, unknown to the grid"
-        raise GridConfigError(msg)
-    if first - index * rows + len(unit.tile_ids) > rows:
-        msg = f"unit {unit.unit_key} spans more than one Zarr chunk of {where}"
-        raise GridConfigError(msg)
-    return {
-        "key": key,
-        "chunk_shape": shape,
-        "dtype": "<f4" if endian == "little" else ">f4",
-        "offset": first - index * rows,
-        "fill_value": float(meta.get("fill_value") or 0.0),
-    }
+    try:
+        return tile_store.unit_chunk(unit).to_dict()
+    except TilingError as exc:
+        msg = f"{exc}; or run without presigned_urls"
+        raise GridConfigError(msg) from None
 
 
 def presign_replica(

@@ -40,7 +40,7 @@ from tiling.errors import (
     UnitIntegrityError,
 )
 
-__all__ = ["TileStore", "UnitRef"]
+__all__ = ["TileStore", "UnitChunk", "UnitRef"]
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,37 @@ class UnitRef:
     chunk: int
     tile_ids: tuple[str, ...]
     sha256: str
+
+
+@dataclass(frozen=True)
+class UnitChunk:
+    """Where one work unit's tiles are stored: one raw Zarr chunk of float32 tiles.
+
+    A reader that holds only the chunk's bytes (a volunteer given a pre-signed URL) decodes them
+    as ``numpy.frombuffer(data, dtype).reshape(chunk_shape)[offset : offset + n_tiles]``; an
+    absent chunk (Zarr writes none made only of the fill value) is ``fill_value`` everywhere.
+    """
+
+    #: Object key of the chunk in the tile store.
+    key: str
+    #: Shape of the whole chunk, ``(rows, 224, 224)``.
+    chunk_shape: tuple[int, ...]
+    #: numpy dtype of the raw bytes, ``"<f4"`` or ``">f4"``.
+    dtype: str
+    #: First row of the unit in the chunk.
+    offset: int
+    #: Value of every element of an absent chunk.
+    fill_value: float
+
+    def to_dict(self) -> dict:
+        """The fields as JSON-ready values."""
+        return {
+            "key": self.key,
+            "chunk_shape": list(self.chunk_shape),
+            "dtype": self.dtype,
+            "offset": self.offset,
+            "fill_value": self.fill_value,
+        }
 
 
 class TileStore:
@@ -403,6 +434,58 @@ class TileStore:
                 )
         msg = f"work unit {unit_key!r} is not in the tile store at {self.uri}; list them with .units()"
         raise TileNotFoundError(msg)
+
+    def unit_chunk(self, unit: UnitRef | str) -> UnitChunk:
+        """Where ``unit``'s tiles are stored, for readers that fetch raw chunk bytes.
+
+        Parameters
+        ----------
+        unit : UnitRef or str
+            The unit, or its key.
+
+        Returns
+        -------
+        UnitChunk
+
+        Raises
+        ------
+        TileNotFoundError
+            If the unit does not exist.
+        TilingError
+            If its array is stored in a way a reader of raw bytes cannot decode (a compressor,
+            sharding, another dtype), or the unit spans two chunks.
+        """
+        ref = self.unit(unit) if isinstance(unit, str) else unit
+        array = self._array("tiles", ref.mosaic_id, ref.zoom)
+        meta = array.metadata
+        codecs = list(getattr(meta, "codecs", ()))
+        where = f"{self.uri}/{array.path}"
+        if (
+            str(array.dtype) != "float32"
+            or len(codecs) != 1
+            or type(codecs[0]).__name__ != "BytesCodec"
+        ):
+            msg = (
+                f"{where} is stored as {array.dtype} with codecs {[type(c).__name__ for c in codecs]}; "
+                "readers of raw chunks need uncompressed float32 chunks (the bytes codec only), as "
+                "TileStore writes them; re-tile into a new store"
+            )
+            raise TilingError(msg)
+        rows = int(array.chunks[0])
+        first = ref.chunk * self.config.unit_size
+        index = first // rows
+        if first - index * rows + len(ref.tile_ids) > rows:
+            msg = f"unit {ref.unit_key} spans more than one Zarr chunk of {where}"
+            raise TilingError(msg)
+        coords = (index,) + (0,) * (len(array.chunks) - 1)
+        endian = str(getattr(codecs[0].endian, "value", codecs[0].endian) or "little")
+        return UnitChunk(
+            key=f"{array.path}/{meta.encode_chunk_key(coords)}",
+            chunk_shape=tuple(int(c) for c in array.chunks),
+            dtype="<f4" if endian == "little" else ">f4",
+            offset=first - index * rows,
+            fill_value=float(meta.fill_value or 0.0),
+        )
 
     def read_unit(self, unit_key: str) -> tuple[list[str], np.ndarray]:
         """Read one work unit (one Zarr chunk) and check its sha256.

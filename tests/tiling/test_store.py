@@ -149,6 +149,19 @@ def test_units_are_chunks_with_verified_hashes(store):
         np.testing.assert_array_equal(tiles[0], store.read(ids[0]))
 
 
+def test_unit_chunk_says_where_a_reader_of_raw_bytes_finds_each_unit(store):
+    """Decoding the raw chunk object the store names gives exactly the unit's tiles."""
+    for ref in store.units():
+        chunk = store.unit_chunk(ref)
+        assert chunk == store.unit_chunk(ref.unit_key)
+        data = store.objects.get(chunk.key)
+        rows = np.frombuffer(data, dtype=chunk.dtype).reshape(chunk.chunk_shape)
+        tiles = rows[chunk.offset : chunk.offset + len(ref.tile_ids)]
+        _, expected = store.read_unit(ref.unit_key)
+        np.testing.assert_array_equal(tiles, expected)
+        assert hashlib.sha256(np.ascontiguousarray(tiles, "<f4").data).hexdigest() == ref.sha256
+
+
 def test_adding_again_is_skipped_and_reopening_sees_the_same(store, mosaic):
     report = store.add_mosaic(mosaic)
     assert report.already_present and report.tiles_written == 0
