@@ -265,21 +265,32 @@ def _honest_noise(base, tiles: np.ndarray, quick: bool) -> list[Figure]:
 
 def _in_process(tmp: Path, quick: bool) -> list[Figure]:
     """``hubcat embed --in-process`` tiles/s on a real tile store, OpenVINO against torch."""
-    from embeddings import EmbedConfig, load_model
-    from pipeline.commands.embed import embed_in_process
+    from embeddings import ENV_RUNTIME
+    from grid import GridConfig, run_units
     from tiling import TileStore, TilingConfig
 
     hst = _hst_dir() / OTHERS[1]
     if not hst.is_file():
         return []
     rates = {}
+    summary = {}
     for runtime in ("torch", "openvino"):
         config = TilingConfig(zooms=(1,) if quick else (1, 2), stride=None if quick else 112)
         store = TileStore.create(tmp / f"store-{runtime}", config)
         store.add_mosaic(hst)
-        model = load_model(config=EmbedConfig(runtime=runtime))
-        summary = embed_in_process(store, model, progress=False)
-        rates[runtime] = summary["tiles_done"] / summary["seconds"]
+        previous = os.environ.get(ENV_RUNTIME)
+        os.environ[ENV_RUNTIME] = runtime  # the worker thread loads the model as the command does
+        try:
+            report = run_units(
+                store, config=GridConfig(in_process=True, n_workers=1, threads_per_worker=2)
+            )
+        finally:
+            if previous is None:
+                os.environ.pop(ENV_RUNTIME, None)
+            else:
+                os.environ[ENV_RUNTIME] = previous
+        summary["tiles_done"] = sum(len(u.tile_ids) for u in store.units())
+        rates[runtime] = summary["tiles_done"] / report.elapsed
     return [
         Figure(
             STAGE,

@@ -46,6 +46,7 @@ from catalog.errors import (
     QueryError,
     UnknownTileError,
 )
+from embeddings import NORM_TOLERANCE, norm_error
 from hubcat.errors import StoreNotFoundError
 from hubcat.storage import ObjectStore, open_object_store
 
@@ -181,11 +182,11 @@ def _check_vectors(vectors: np.ndarray, where: str) -> None:
             f"{where}: {int((~finite).sum())} vector(s) hold NaN or infinity; re-embed those tiles"
         )
         raise CatalogError(msg)
-    norms = np.linalg.norm(vectors.astype(np.float64), axis=1)
-    bad = np.abs(norms - 1.0) > 1e-3
+    errors = norm_error(vectors)
+    bad = errors > NORM_TOLERANCE
     if bad.any():
         msg = (
-            f"{where}: {int(bad.sum())} vector(s) are not unit-norm (e.g. norm {norms[bad][0]:.4g}); "
+            f"{where}: {int(bad.sum())} vector(s) are not unit-norm (e.g. norm off by {errors[bad][0]:.4g}); "
             "catalogues hold pooled, L2-normalised embeddings"
         )
         raise CatalogError(msg)

@@ -13,7 +13,7 @@ accepted results in an :class:`EmbeddingStore` next to the tiles.
 from __future__ import annotations
 
 from embeddings._config import ENV_PRECISION, ENV_RUNTIME, PRECISIONS, RUNTIMES, EmbedConfig
-from embeddings._embed import embed_tiles, preprocess, validate_tiles
+from embeddings._embed import NORM_TOLERANCE, embed_tiles, norm_error, preprocess, validate_tiles
 from embeddings._model import EmbeddingModel, describe, load_model, verify_weights
 from embeddings._registry import DEFAULT_MODEL, REGISTRY, ModelSpec, get_spec, list_registered
 from embeddings._runtime import (
@@ -50,6 +50,7 @@ __all__ = [
     "DEFAULT_MODEL",
     "ENV_PRECISION",
     "ENV_RUNTIME",
+    "NORM_TOLERANCE",
     "PRECISIONS",
     "REGISTRY",
     "RUNTIMES",
@@ -82,6 +83,7 @@ __all__ = [
     "list_registered",
     "load_model",
     "native_precisions",
+    "norm_error",
     "numerical_class",
     "preprocess",
     "resolve",

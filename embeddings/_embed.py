@@ -13,11 +13,37 @@ from embeddings._model import EmbeddingModel
 from embeddings.errors import TileInputError
 from tiling.augment import AUGMENTATIONS
 
-__all__ = ["embed_tiles", "network_input", "preprocess", "stage_input", "validate_tiles"]
+__all__ = [
+    "NORM_TOLERANCE",
+    "embed_tiles",
+    "network_input",
+    "norm_error",
+    "preprocess",
+    "stage_input",
+    "validate_tiles",
+]
 
 N_AUG = len(AUGMENTATIONS)
 #: Tolerance on the [0, 1] range of stretched tiles (rounding of the stretch).
 RANGE_TOL = 1e-3
+#: Largest ``|norm - 1|`` of a stored vector: the grid refuses a replica beyond it and the
+#: catalogue refuses to build from one (the one tolerance both use).
+NORM_TOLERANCE = 1e-3
+
+
+def norm_error(vectors: np.ndarray) -> np.ndarray:
+    """``|norm - 1|`` of each row of ``vectors``, computed in float64.
+
+    Parameters
+    ----------
+    vectors : numpy.ndarray, shape (N, D)
+
+    Returns
+    -------
+    numpy.ndarray of float64, shape (N,)
+        Compare with :data:`NORM_TOLERANCE`.
+    """
+    return np.abs(np.linalg.norm(np.asarray(vectors, dtype=np.float64), axis=1) - 1.0)
 
 
 def validate_tiles(tiles: object, channels: int, *, size: int | None = None) -> np.ndarray:

@@ -25,7 +25,7 @@ from grid._ledger import (
 )
 from grid._pki import Enrollment, GridAuthority, PeerIdentity, peer_identity
 from grid._procs import scheduler_argv, scheduler_environment
-from grid._records import UnitRecords
+from grid._records import GridArea, UnitRecords
 from grid._results import ResultStore, agree, check_replica, cosines
 from grid._run import GridReport, run_units
 from grid._selftest import selftest
@@ -45,6 +45,7 @@ __all__ = [
     "CreditLedger",
     "Enrollment",
     "EnrollmentError",
+    "GridArea",
     "GridAuthority",
     "GridConfig",
     "GridConfigError",

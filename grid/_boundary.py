@@ -32,6 +32,7 @@ import time
 
 from distributed.diagnostics.plugin import SchedulerPlugin
 
+from grid._config import GridConfig
 from grid._wire import Opaque, contains_opaque
 
 __all__ = [
@@ -119,13 +120,22 @@ _STREAM_FIELDS = {
 }
 
 
-def scheduler_config(*, allowed_failures: int = 10, worker_ttl: str = "60s") -> dict:
-    """The ``dask.config`` settings of a grid scheduler (flat keys)."""
+def scheduler_config(config: GridConfig | None = None) -> dict:
+    """The ``dask.config`` settings of a grid scheduler (flat keys).
+
+    Parameters
+    ----------
+    config : GridConfig or None
+        Gives the churn settings (:meth:`GridConfig.scheduler_settings`); default ``GridConfig()``.
+
+    Returns
+    -------
+    dict
+    """
     return {
         "distributed.comm.require-encryption": True,
         "distributed.scheduler.blocked-handlers": list(BLOCKED_HANDLERS),
-        "distributed.scheduler.allowed-failures": allowed_failures,
-        "distributed.scheduler.worker-ttl": worker_ttl,
+        **(config or GridConfig()).scheduler_settings(),
     }
 
 

@@ -34,8 +34,6 @@ class GridConfig:
         Two replicas agree when every tile's vectors have cosine similarity >= this value.
         The default is calibrated on honest runs (``benchmarks/grid.py`` measures
         ``1 - cos`` between machines and thread counts; it is below 1e-6) with a safety margin.
-    norm_tolerance : float
-        Every vector must have ``|norm - 1| <= norm_tolerance`` (vectors are L2-normalised).
     trust_after : int
         Consecutive valid results after which a volunteer is trusted (adaptive replication).
     spot_check_rate : float
@@ -52,6 +50,10 @@ class GridConfig:
         Worker processes of the local cluster started when no client is given.
     threads_per_worker : int
         Threads per local worker process (also torch's intra-op threads on the worker).
+    in_process : bool
+        Run the local cluster's workers as threads of this process instead of worker
+        processes (``hubcat embed --in-process``): the same units, validation and records, with
+        no process to start.
     allowed_failures : int
         ``distributed.scheduler.allowed-failures``: worker deaths a task survives.
     worker_ttl : str
@@ -87,7 +89,6 @@ class GridConfig:
     max_replicas: int = 5
     dispute_margin: int = 1
     min_cosine: float = 0.9999
-    norm_tolerance: float = 1e-3
     trust_after: int = 10
     spot_check_rate: float = 0.1
     canary_rate: float = 0.02
@@ -95,6 +96,7 @@ class GridConfig:
     idle_timeout: float = 600.0
     n_workers: int = 2
     threads_per_worker: int = 1
+    in_process: bool = False
     allowed_failures: int = 10
     worker_ttl: str = "60s"
     max_in_flight: int | None = None
@@ -120,8 +122,6 @@ class GridConfig:
             bad("max_replicas", "an integer >= 1")
         if not 0.0 < self.min_cosine <= 1.0:
             bad("min_cosine", "a cosine in (0, 1]")
-        if not 0.0 < self.norm_tolerance < 1.0:
-            bad("norm_tolerance", "a value in (0, 1)")
         for name in ("spot_check_rate", "canary_rate"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 bad(name, "a probability in [0, 1]")
@@ -165,9 +165,20 @@ class GridConfig:
 
     def digest(self) -> str:
         """sha256 of the parameters that change which vectors are accepted (hex)."""
-        keys = ("min_quorum", "max_replicas", "min_cosine", "norm_tolerance", "dispute_margin")
+        keys = ("min_quorum", "max_replicas", "min_cosine", "dispute_margin")
         text = json.dumps({k: getattr(self, k) for k in keys}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()
+
+    def scheduler_settings(self) -> dict:
+        """The ``dask.config`` churn settings of a scheduler running this grid (flat keys).
+
+        Both the local cluster of :func:`grid.run_units` and ``hubcat grid scheduler`` take them
+        from here, so the grid's defaults are written once.
+        """
+        return {
+            "distributed.scheduler.allowed-failures": self.allowed_failures,
+            "distributed.scheduler.worker-ttl": self.worker_ttl,
+        }
 
     @classmethod
     def field_names(cls) -> list[str]:

@@ -17,7 +17,7 @@ import time
 from grid._ledger import CreditLedger, cobblestones
 from grid._placement import Placement
 from grid._reach_back import ReachBack
-from grid._records import ReplicaStatus, UnitRecords, UnitState, slug
+from grid._records import GridArea, ReplicaStatus, UnitRecords, UnitState, slug
 from grid._results import ResultStore, agree, check_replica
 from grid.errors import GridConfigError, InvalidResultError
 
@@ -79,7 +79,6 @@ class Engine(Placement, ReachBack):
         model_name=None,
         weights=None,
     ) -> None:
-        from hubcat.storage import open_object_store
 
         self.ts = tile_store
         self.model = model
@@ -97,11 +96,11 @@ class Engine(Placement, ReachBack):
         self.scheduler_revoked: set[str] = set()
         self.rng = random.Random(config.seed)
         self.placement = random.SystemRandom()  # which volunteers get a unit: not predictable
-        base = open_object_store(tile_store.uri)
-        self.root = base.child(f"grid/{model.digest}")
+        area = GridArea(tile_store)
+        self.root = area.run_root(model.digest)
         self.records = UnitRecords(self.root)
         self.results = ResultStore(self.root.child("results"))
-        self.ledger = CreditLedger(base.child("grid/ledger"), signing_key=ledger_key)
+        self.ledger = CreditLedger(area.ledger_store(), signing_key=ledger_key)
         self.futures: dict = {}  # future -> (unit_key, replica_id, submitted_at, kind)
         self.units: dict[str, dict] = {}
         self.unit_refs: dict[str, object] = {}
@@ -109,7 +108,7 @@ class Engine(Placement, ReachBack):
         self.names: dict[str, str] = {}
         self.accepted_keys: list[str] = []
         self.streaks: dict[str, int] | None = None
-        self.transfer = self._transfer_mode(base)
+        self.transfer = self._transfer_mode(area.base)
         self.endpoint = None
         self.layouts: dict[str, dict] = {}
         self.gated = False
@@ -340,9 +339,7 @@ class Engine(Placement, ReachBack):
             receipt, data = ResultStore.parse(got[0], got[1], label)
         else:
             receipt, data = self.results.read(slug(rec["unit_key"]), rid, max_bytes=n * dim * 4)
-        vectors = check_replica(
-            receipt, data, n_tiles=n, dim=dim, norm_tolerance=self.cfg.norm_tolerance, label=label
-        )
+        vectors = check_replica(receipt, data, n_tiles=n, dim=dim, label=label)
         received = expect_sha
         if received is not None and received != receipt.get("sha256"):
             msg = f"{label}: the stored result is not the one received (changed in storage)"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -11,6 +12,7 @@ import time
 from pathlib import Path
 
 from grid._boundary import scheduler_config
+from grid._config import GridConfig
 from grid._pki import GridAuthority
 from grid.errors import GridError
 
@@ -40,10 +42,13 @@ def scheduler_argv(
     port: int = 8786,
     dashboard: str = "127.0.0.1:8787",
     scheduler_file: Path | None = None,
-    allowed_failures: int = 10,
-    worker_ttl: str = "60s",
+    config: GridConfig | None = None,
+    **settings: object,
 ) -> tuple[list[str], dict[str, str]]:
     """The ``dask scheduler`` command line and environment of a grid scheduler.
+
+    Its churn settings come from ``config`` (default ``GridConfig()``) with ``settings``
+    (``GridConfig`` fields such as ``worker_ttl="10s"``) replacing some of them.
 
     TLS is required, the :mod:`grid.gate` preload admits enrolled volunteers and the operator,
     and ``distributed.scheduler.blocked-handlers`` lists :data:`grid._boundary.BLOCKED_HANDLERS`.
@@ -74,7 +79,8 @@ def scheduler_argv(
     ]
     if scheduler_file is not None:
         argv += ["--scheduler-file", str(scheduler_file)]
-    env = _env_config(scheduler_config(allowed_failures=allowed_failures, worker_ttl=worker_ttl))
+    config = dataclasses.replace(config or GridConfig(), **settings)
+    env = _env_config(scheduler_config(config))
     env["HUBCAT_GRID_DIR"] = str(authority.scheduler_folder)
     return argv, env
 

@@ -1,4 +1,14 @@
-"""Unit state on disk: one JSON record per work unit, so a restarted operator resumes."""
+"""What the grid keeps beside a tile store, and the unit records in it.
+
+Layout, under the tile store's root (only :class:`GridArea` writes these paths)::
+
+    grid/<model digest>/config.json          the grid configuration of the last run
+    grid/<model digest>/units/<slug>.json    one record per work unit (:class:`UnitRecords`)
+    grid/<model digest>/results/...          replicas' vectors and receipts (grid.ResultStore)
+    grid/ledger/...                          the signed credit ledger (grid.CreditLedger)
+
+A restarted operator resumes from the unit records.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +17,9 @@ from enum import StrEnum
 from urllib.parse import quote
 
 from hubcat.errors import StoreNotFoundError
-from hubcat.storage import ObjectStore
+from hubcat.storage import ObjectStore, open_object_store
 
-__all__ = ["ReplicaStatus", "UnitRecords", "UnitState", "slug"]
+__all__ = ["GridArea", "ReplicaStatus", "UnitRecords", "UnitState", "slug"]
 
 
 class UnitState(StrEnum):
@@ -73,3 +83,46 @@ class UnitRecords:
         for rec in self.all():
             counts[rec.get("state", "pending")] = counts.get(rec.get("state", "pending"), 0) + 1
         return counts
+
+
+class GridArea:
+    """The ``grid/`` area beside a tile store: one folder per model digest, and the ledger.
+
+    Parameters
+    ----------
+    tile_store : tiling.TileStore, ObjectStore or str
+        The tile store (or its object store, or its URI) the grid works on.
+    """
+
+    LEDGER = "grid/ledger"
+
+    def __init__(self, tile_store: object) -> None:
+        if isinstance(tile_store, ObjectStore):
+            self.base = tile_store
+        else:
+            self.base = open_object_store(str(getattr(tile_store, "uri", tile_store)))
+
+    def run_root(self, model_digest: str) -> ObjectStore:
+        """The folder of one model's runs: ``grid/<model digest>/``."""
+        if not model_digest or "/" in model_digest:
+            msg = f"a model digest names one folder, got {model_digest!r}"
+            raise ValueError(msg)
+        return self.base.child(f"grid/{model_digest}")
+
+    def records(self, model_digest: str) -> UnitRecords:
+        """The unit records of one model (``grid/<model digest>/units/``)."""
+        return UnitRecords(self.run_root(model_digest))
+
+    def ledger_store(self) -> ObjectStore:
+        """Where the signed credit ledger lives (``grid/ledger/``)."""
+        return self.base.child(self.LEDGER)
+
+    def model_digests(self) -> list[str]:
+        """Digests of the models the grid has run units of, sorted."""
+        return sorted(
+            {
+                key.split("/")[1]
+                for key in self.base.list("grid/")
+                if key.count("/") >= 2 and not key.startswith(self.LEDGER + "/")
+            }
+        )

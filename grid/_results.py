@@ -14,6 +14,7 @@ import json
 
 import numpy as np
 
+from embeddings import NORM_TOLERANCE, norm_error
 from grid.errors import InvalidResultError
 from hubcat.errors import StoreNotFoundError
 from hubcat.storage import ObjectStore
@@ -126,7 +127,7 @@ def check_replica(
     *,
     n_tiles: int,
     dim: int,
-    norm_tolerance: float,
+    norm_tolerance: float = NORM_TOLERANCE,
     label: str = "replica",
 ) -> np.ndarray:
     """Validate one replica's receipt and bytes; return its vectors.
@@ -140,7 +141,8 @@ def check_replica(
     n_tiles, dim : int
         Expected shape ``(n_tiles, dim)``.
     norm_tolerance : float
-        Largest allowed ``|norm - 1|`` of a vector.
+        Largest allowed ``|norm - 1|`` of a vector (default :data:`embeddings.NORM_TOLERANCE`,
+        the tolerance the catalogue build applies too).
     label : str
         Names the replica in messages.
 
@@ -176,8 +178,7 @@ def check_replica(
         bad = int((~np.isfinite(vectors)).any(axis=1).sum())
         msg = f"{label}: {bad} vector(s) contain NaN or infinite values"
         raise InvalidResultError("nan", msg)
-    norms = np.linalg.norm(vectors.astype(np.float64), axis=1)
-    worst = float(np.max(np.abs(norms - 1.0))) if n_tiles else 0.0
+    worst = float(np.max(norm_error(vectors))) if n_tiles else 0.0
     if worst > norm_tolerance:
         msg = f"{label}: a vector has norm off by {worst:.3g}, more than {norm_tolerance:g}"
         raise InvalidResultError("norm", msg)

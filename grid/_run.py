@@ -112,7 +112,8 @@ def run_units(
         As for :func:`embeddings.load_model` (default: the offline default model).
     client : distributed.Client or None
         A client of the grid scheduler (operator certificate). ``None`` starts a
-        :class:`distributed.LocalCluster` with ``config.n_workers`` worker processes.
+        :class:`distributed.LocalCluster` with ``config.n_workers`` worker processes (or
+        threads of this process with ``config.in_process``).
     config : GridConfig or None
         Redundancy, validation, churn and credit settings.
     progress : bool
@@ -178,8 +179,7 @@ def run_units(
             stack.enter_context(
                 dask.config.set(
                     {
-                        "distributed.scheduler.allowed-failures": config.allowed_failures,
-                        "distributed.scheduler.worker-ttl": config.worker_ttl,
+                        **config.scheduler_settings(),
                     }
                 )
             )
@@ -188,7 +188,7 @@ def run_units(
                     LocalCluster(
                         n_workers=config.n_workers,
                         threads_per_worker=config.threads_per_worker,
-                        processes=True,
+                        processes=not config.in_process,
                         dashboard_address="127.0.0.1:0",
                         silence_logs=logging.ERROR,
                     )

@@ -121,6 +121,7 @@ def selftest(
 
     from embeddings import EmbeddingStore, embed_tiles, load_model
     from grid._ledger import CreditLedger, load_ledger_key
+    from grid._records import GridArea
     from grid._run import run_units
     from hubcat.storage import open_object_store
 
@@ -234,7 +235,7 @@ def selftest(
         time.sleep(1.0)  # let any payload that was going to run, run
         executed = sorted(p.name for p in markers.iterdir())
         ledger = CreditLedger(
-            base.child("grid/ledger"),
+            GridArea(base).ledger_store(),
             public_key=load_ledger_key(authority.ledger_key_file).public_key(),
         )
         forged_accepted = sum(

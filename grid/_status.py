@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from grid._ledger import CreditLedger
-from grid._records import UnitRecords
+from grid._records import GridArea
 from grid.errors import GridError
 
 __all__ = ["grid_status", "render_status"]
@@ -71,22 +71,14 @@ def grid_status(tile_store_uri, *, grid_dir=None, public_key=None) -> dict:
     except Exception:
         total = None
     units = {}
-    digests = sorted(
-        {
-            k.split("/")[1]
-            for k in base.list("grid/")
-            if k.count("/") >= 2 and not k.startswith("grid/ledger/")
-        }
-    )
-    for digest in digests:
-        counts = UnitRecords(base.child(f"grid/{digest}")).counts()
+    area = GridArea(base)
+    for digest in area.model_digests():
+        counts = area.records(digest).counts()
         done = counts.get("accepted", 0)
         counts["total"] = total if total is not None else sum(counts.values())
         counts["pending"] = counts["total"] - done - counts.get("disputed", 0)
         units[digest] = counts
-    ledger = CreditLedger(
-        base.child("grid/ledger"), public_key=ledger_public_key(grid_dir, public_key)
-    )
+    ledger = CreditLedger(area.ledger_store(), public_key=ledger_public_key(grid_dir, public_key))
     check = ledger.check()
     ok = check.ok
     vols = {name: s.as_dict() for name, s in ledger.summary().items()}

@@ -622,12 +622,10 @@ def _tile_stage(tile_store, state: RunState, uris, retry_failed: bool, stages, a
 
 def _unit_reason(tile_store, emb_model, unit_key: str) -> str:
     """Why the grid did not accept ``unit_key`` (from its unit record)."""
-    from grid import UnitRecords
+    from grid import GridArea
 
     try:
-        rec = UnitRecords(open_object_store(tile_store.uri).child(f"grid/{emb_model.digest}")).get(
-            unit_key
-        )
+        rec = GridArea(tile_store).records(emb_model.digest).get(unit_key)
     except (HubcatError, ValueError):
         rec = None
     if not rec:

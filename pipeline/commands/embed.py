@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 
 from pipeline.commands._options import (
     add_grid_dir,
@@ -16,7 +15,7 @@ from pipeline.commands._options import (
 )
 from pipeline.commands._progress import progress_bar
 
-__all__ = ["embed_in_process", "register", "run_embed"]
+__all__ = ["register", "run_embed"]
 
 
 def _positive(text: str) -> int:
@@ -66,66 +65,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run_embed)
 
 
-def embed_in_process(store, model, *, progress: bool = True) -> dict:
-    """Embed every unit of ``store`` that ``model``'s embedding store lacks, in this process.
-
-    Parameters
-    ----------
-    store : tiling.TileStore
-    model : embeddings.EmbeddingModel
-    progress : bool
-        Show a rich progress bar (tiles).
-
-    Returns
-    -------
-    dict
-        ``units``, ``units_done``, ``units_skipped``, ``tiles_done``, ``seconds``, ``digest``,
-        ``embedding_store``.
-    """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
-    from embeddings import EmbeddingStore, embed_tiles
-
-    emb = EmbeddingStore(store, model)
-    units = store.units()
-    todo = [u for u in units if not emb.has(u.unit_key)]
-    total = sum(len(u.tile_ids) for u in todo)
-    t0 = time.perf_counter()
-    done_tiles = 0
-    columns = (
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, disable=not progress, transient=True) as bar:
-        task = bar.add_task(f"embedding ({model.name})", total=total)
-        for ref in todo:
-            tile_ids, tiles = store.read_unit(ref.unit_key)
-            base = done_tiles
-            vectors = embed_tiles(
-                model, tiles, progress=lambda n, base=base: bar.update(task, completed=base + n)
-            )
-            emb.write(
-                ref.unit_key,
-                tile_ids,
-                vectors,
-                volunteers=["local"],
-                numerical_class=model.numerical_class,
-            )
-            done_tiles += len(tile_ids)
-    return {
-        "units": len(units),
-        "units_done": len(todo),
-        "units_skipped": len(units) - len(todo),
-        "tiles_done": done_tiles,
-        "seconds": round(time.perf_counter() - t0, 3),
-        "digest": model.digest,
-        "numerical_class": model.numerical_class,
-        "embedding_store": emb.uri,
-    }
-
-
 def run_embed(args: argparse.Namespace) -> int:
     """Run the command with ``--runtime``/``--precision`` as the embedding defaults."""
     with runtime_environment(args):
@@ -134,7 +73,7 @@ def run_embed(args: argparse.Namespace) -> int:
 
 def _run_embed(args: argparse.Namespace) -> int:
     """Run ``hubcat embed``; return 0 when every unit is embedded, 3 when some were not."""
-    from embeddings import EmbedConfig, load_model
+    from embeddings import EmbedConfig, EmbeddingStore, load_model
     from pipeline._connect import operator_security, scheduler_client
     from tiling import TileStore
 
@@ -147,60 +86,56 @@ def _run_embed(args: argparse.Namespace) -> int:
     store = TileStore.open(args.store)
     model = load_model(args.model, args.weights, config=EmbedConfig(threads=args.threads))
     progress = not (args.no_progress or args.json)
-    if args.in_process:
-        summary = embed_in_process(store, model, progress=progress)
-        summary.update(mode="in-process", units_failed=0)
-    else:
-        from grid import GridConfig, run_units
+    from grid import GridConfig, run_units
 
-        options = {}
-        if args.workers:
-            options["n_workers"] = args.workers
-        if args.threads:
-            options["threads_per_worker"] = args.threads
-        from embeddings import EmbeddingStore
+    options = {}
+    if args.workers:
+        options["n_workers"] = args.workers
+    if args.threads:
+        options["threads_per_worker"] = args.threads
+    if args.in_process:  # the same units and records, on a worker thread of this process
+        options.update(in_process=True, n_workers=1)
+    emb = EmbeddingStore(store, model)
+    todo = sum(not emb.has(u.unit_key) for u in store.units())
+    with (
+        scheduler_client(args.scheduler, args.grid_dir) as client,
+        progress_bar("embedding", todo, enabled=progress) as update,
+    ):
+        accepted = [0]
 
-        emb = EmbeddingStore(store, model)
-        todo = sum(not emb.has(u.unit_key) for u in store.units())
-        with (
-            scheduler_client(args.scheduler, args.grid_dir) as client,
-            progress_bar("embedding", todo, enabled=progress) as update,
-        ):
-            accepted = [0]
+        def on_event(event: str, unit_key: str) -> None:
+            if event == "accepted":
+                accepted[0] += 1
+                update(accepted[0], note=unit_key)
 
-            def on_event(event: str, unit_key: str) -> None:
-                if event == "accepted":
-                    accepted[0] += 1
-                    update(accepted[0], note=unit_key)
+        report = run_units(
+            store,
+            args.model,
+            args.weights,
+            client=client,
+            config=GridConfig(**options),
+            progress=False,  # the grid reports through on_event; this command draws
+            callback=on_event,
+        )
+    summary = {
+        "mode": "in-process" if args.in_process else "grid",
+        "scheduler": args.scheduler or "local cluster",
+        "units": report.units_planned + report.units_skipped,
+        "units_done": report.units_accepted,
+        "units_skipped": report.units_skipped,
+        "units_failed": report.units_failed,
+        "seconds": round(report.elapsed, 3),
+        "digest": report.model_digest,
+        "embedding_store": emb.uri,
+    }
+    if report.units_failed:
+        from pipeline.run import _unit_reason
 
-            report = run_units(
-                store,
-                args.model,
-                args.weights,
-                client=client,
-                config=GridConfig(**options),
-                progress=False,  # the grid reports through on_event; this command draws
-                callback=on_event,
-            )
-        summary = {
-            "mode": "grid",
-            "scheduler": args.scheduler or "local cluster",
-            "units": report.units_planned + report.units_skipped,
-            "units_done": report.units_accepted,
-            "units_skipped": report.units_skipped,
-            "units_failed": report.units_failed,
-            "seconds": round(report.elapsed, 3),
-            "digest": report.model_digest,
-            "embedding_store": f"{store.uri.rstrip('/')}/embeddings/{report.model_digest}",
-        }
-        if report.units_failed:
-            from pipeline.run import _unit_reason
-
-            summary["unit_failures"] = [
-                {"unit_key": u.unit_key, "reason": _unit_reason(store, model, u.unit_key)}
-                for u in store.units()
-                if not emb.has(u.unit_key)
-            ]
+        summary["unit_failures"] = [
+            {"unit_key": u.unit_key, "reason": _unit_reason(store, model, u.unit_key)}
+            for u in store.units()
+            if not emb.has(u.unit_key)
+        ]
     summary.update(model=model.name, weights_sha256=model.weights_sha256, dim=model.dim)
     summary.setdefault("numerical_class", model.numerical_class)
     if args.json:

@@ -79,8 +79,10 @@ def register(subparsers) -> None:
     q.add_argument(
         "--dashboard", default="127.0.0.1:8787", help="dashboard address (keep it local)"
     )
-    q.add_argument("--worker-ttl", default="60s")
-    q.add_argument("--allowed-failures", type=int, default=10)
+    q.add_argument("--worker-ttl", help="remove a silent worker after this (default: 60s)")
+    q.add_argument(
+        "--allowed-failures", type=int, help="worker deaths a task survives (default: 10)"
+    )
     q.add_argument("--print-command", action="store_true", help="print the command and exit")
     q.set_defaults(func=_scheduler)
 
@@ -160,16 +162,17 @@ def _revoke(args: argparse.Namespace) -> int:
 
 
 def _scheduler(args: argparse.Namespace) -> int:
-    from grid import GridAuthority, scheduler_argv
+    from grid import GridAuthority, GridConfig, scheduler_argv
 
     auth = GridAuthority.open(args.dir)
+    given = {"allowed_failures": args.allowed_failures, "worker_ttl": args.worker_ttl}
+    settings = {k: v for k, v in given.items() if v is not None}  # else GridConfig's defaults
     argv, env = scheduler_argv(
         auth,
         host=args.host,
         port=args.port,
         dashboard=args.dashboard,
-        allowed_failures=args.allowed_failures,
-        worker_ttl=args.worker_ttl,
+        config=GridConfig(**settings),
     )
     if args.print_command:
         print(" ".join(f"{k}={v!r}" for k, v in env.items()), " ".join(argv))
