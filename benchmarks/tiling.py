@@ -65,55 +65,11 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks._common import Figure, cpu_threads, peak_rss_mib
+from hubcat.synthetic import write_streaming_mosaic
 
 __all__ = ["floor_seconds", "run", "write_streaming_mosaic"]
 
 ZOOMS = (1, 2, 4)
-
-
-def write_streaming_mosaic(path: Path, side: int, *, seed: int = 0, band: int = 512) -> Path:
-    """Write a ``side`` x ``side`` drizzled-like FITS (SCI + WHT) band by band (flat memory)."""
-    from astropy.io import fits
-    from astropy.wcs import WCS
-
-    wcs = WCS(naxis=2)
-    wcs.wcs.ctype = ["RA---TAN", "DEC--TAN"]
-    wcs.wcs.crpix = [side / 2 + 0.5, side / 2 + 0.5]
-    wcs.wcs.crval = [150.1, 2.2]
-    wcs.wcs.cdelt = [-0.05 / 3600, 0.05 / 3600]
-    header = wcs.to_header()
-    header["BUNIT"] = "ELECTRONS/S"
-    rng = np.random.default_rng(seed)
-    fits.PrimaryHDU().writeto(path, overwrite=True)
-    for name in ("SCI", "WHT"):
-        h = fits.Header()
-        h["XTENSION"] = "IMAGE"
-        h["BITPIX"] = -32
-        h["NAXIS"] = 2
-        h["NAXIS1"] = side
-        h["NAXIS2"] = side
-        h["PCOUNT"] = 0
-        h["GCOUNT"] = 1
-        h["EXTNAME"] = name
-        h.update(header)
-        with fits.StreamingHDU(str(path), h) as out:
-            yy, xx = np.mgrid[0:band, 0:side]
-            for y in range(0, side, band):
-                rows = min(band, side - y)
-                if name == "WHT":
-                    out.write(np.ones((rows, side), ">f4"))
-                    continue
-                data = rng.normal(0.0, 0.01, size=(rows, side))
-                for _ in range(max(1, side // 64)):
-                    x0, y0 = rng.uniform(0, side), rng.uniform(0, rows)
-                    s = rng.uniform(1.0, 5.0)
-                    lo, hi = int(max(0, x0 - 4 * s)), int(min(side, x0 + 4 * s + 1))
-                    sub = np.s_[:rows, lo:hi]
-                    data[sub] += rng.uniform(0.5, 20) * np.exp(
-                        -((xx[sub] - x0) ** 2 + (yy[sub] - y0) ** 2) / (2 * s * s)
-                    )
-                out.write(data.astype(">f4"))
-    return path
 
 
 def read_pixels(path: Path) -> int:

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 
 from grid._config import GridConfig
 from grid._engine import LOCAL_VOLUNTEER, Engine
+from hubcat.progress import MESSAGE, Progress, reporter
 
 __all__ = ["LOCAL_VOLUNTEER", "GridReport", "run_units"]
 
@@ -97,7 +98,7 @@ def run_units(
     *,
     client=None,
     config: GridConfig | None = None,
-    progress: bool = True,
+    progress: Progress | None = None,
     callback: Callable[[str, str], None] | None = None,
     grid_dir: str | os.PathLike[str] | None = None,
     ledger_key=None,
@@ -116,8 +117,10 @@ def run_units(
         threads of this process with ``config.in_process``).
     config : GridConfig or None
         Redundancy, validation, churn and credit settings.
-    progress : bool
-        Show a progress bar and print the dashboard link and a summary.
+    progress : callable or None
+        Called as ``progress("units", accepted, planned, "")`` as units are accepted, and with
+        the stage ``"message"`` for the dashboard link and the closing summary
+        (:mod:`hubcat.progress`). Nothing is printed.
     callback : callable or None
         Called as ``callback(event, unit_key)`` with ``event`` ``"accepted"`` or ``"disputed"``.
     grid_dir : path-like or None
@@ -146,6 +149,7 @@ def run_units(
     from tiling import TileStore
 
     config = config or GridConfig()
+    report_progress = reporter(progress)
     t0 = time.perf_counter()
     if not hasattr(tile_store, "units"):
         tile_store = TileStore.open(tile_store)
@@ -244,9 +248,14 @@ def run_units(
         if planned:
             dashboard = getattr(client, "dashboard_link", "") or ""
             engine.report.dashboard = dashboard
-            if progress and dashboard:
-                print(f"Dask dashboard: {dashboard}")
-            bar = _progress_bar(len(planned), progress, stack)
+            if dashboard:
+                report_progress(MESSAGE, 0, None, f"Dask dashboard: {dashboard}")
+            total = len(planned)
+            report_progress("units", 0, total, "")
+
+            def bar(done: int) -> None:
+                report_progress("units", done, total, "")
+
             t_run = time.perf_counter()
             engine.start()
             stack.callback(engine.close)
@@ -255,24 +264,5 @@ def run_units(
     report = engine.report
     report.units_failed = report.units_planned - report.units_accepted
     report.elapsed = time.perf_counter() - t0
-    if progress:
-        print(report)
+    report_progress(MESSAGE, 0, None, str(report))
     return report
-
-
-def _progress_bar(total: int, show: bool, stack: contextlib.ExitStack):
-    if not show:
-        return lambda done: None
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    bar = stack.enter_context(
-        Progress(
-            TextColumn("units"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            transient=False,
-        )
-    )
-    task = bar.add_task("units", total=total)
-    return lambda done: bar.update(task, completed=done)

@@ -14,41 +14,12 @@ from grid._config import GridConfig
 from grid._pki import GridAuthority
 from grid._procs import start_scheduler, start_volunteer, stop_processes
 from grid.errors import GridConfigError
+from hubcat.progress import Progress
+from hubcat.synthetic import write_synthetic_mosaic
 
 __all__ = ["selftest", "synthetic_tile_store"]
 
 logger = logging.getLogger("grid.selftest")
-
-
-def _synthetic_fits(path: Path, shape: tuple[int, int], seed: int = 0) -> Path:
-    from astropy.io import fits
-    from astropy.wcs import WCS
-
-    rng = np.random.default_rng(seed)
-    ny, nx = shape
-    data = rng.normal(0.0, 0.01, size=shape)
-    yy, xx = np.mgrid[0:ny, 0:nx]
-    for _ in range(60):
-        x, y = rng.uniform(0, nx), rng.uniform(0, ny)
-        flux, sigma = rng.uniform(0.5, 20.0), rng.uniform(1.0, 6.0)
-        data += (
-            flux
-            * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * sigma**2))
-            / (2 * np.pi * sigma**2)
-        )
-    wcs = WCS(naxis=2)
-    wcs.wcs.ctype = ["RA---TAN", "DEC--TAN"]
-    wcs.wcs.crpix = [nx / 2 + 0.5, ny / 2 + 0.5]
-    wcs.wcs.crval = [150.1, 2.2]
-    wcs.wcs.cdelt = [-0.05 / 3600, 0.05 / 3600]
-    header = wcs.to_header()
-    primary = fits.PrimaryHDU()
-    primary.header["TELESCOP"] = "HST"
-    primary.header["INSTRUME"] = "ACS"
-    sci = fits.ImageHDU(data.astype("float32"), header=header, name="SCI")
-    wht = fits.ImageHDU(np.ones(shape, dtype="float32"), header=header, name="WHT")
-    fits.HDUList([primary, sci, wht]).writeto(path, overwrite=True)
-    return path
 
 
 def synthetic_tile_store(directory: Path, *, units: int = 6, unit_size: int = 2, seed: int = 0):
@@ -57,7 +28,9 @@ def synthetic_tile_store(directory: Path, *, units: int = 6, unit_size: int = 2,
 
     directory.mkdir(parents=True, exist_ok=True)
     ntiles = units * unit_size
-    fits_path = _synthetic_fits(directory / "selftest.fits", (224, 224 * ntiles), seed=seed)
+    fits_path = write_synthetic_mosaic(
+        directory / "selftest.fits", (224, 224 * ntiles), seed=seed, n_sources=60
+    )
     store = TileStore.create(directory / "tiles", TilingConfig(zooms=(1,), unit_size=unit_size))
     store.add_mosaic(fits_path)
     return store
@@ -75,7 +48,7 @@ def selftest(
     unit_size: int = 2,
     workdir: str | Path | None = None,
     liar_mode: str = "perturb",
-    progress: bool = False,
+    progress: Progress | None = None,
 ) -> dict:
     """Run a real TLS grid on loopback and check that it keeps its promises.
 
@@ -101,8 +74,8 @@ def selftest(
         Where to keep everything (a temporary folder by default).
     liar_mode : str
         How liars lie (see :data:`grid._liar.MODES`).
-    progress : bool
-        Show the progress bar.
+    progress : callable or None
+        Passed to :func:`grid.run_units` (see :mod:`hubcat.progress`).
 
     Returns
     -------

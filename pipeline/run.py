@@ -88,22 +88,25 @@ def _endpoint(endpoint_url: str | None) -> Iterator[None]:
 ProgressCallback = Callable[[str, int, "int | None", str], None]
 
 
+@contextlib.contextmanager
+def _drawn(progress: bool | ProgressCallback) -> Iterator[ProgressCallback | None]:
+    """The callback a run reports to: the caller's, one that draws bars (``True``), or none."""
+    if callable(progress):
+        yield progress
+    elif progress:
+        from pipeline.commands._progress import StageBars
+
+        with StageBars() as bars:
+            yield bars
+    else:
+        yield None
+
+
 class _Stages:
-    """Progress of a run's stages: reported to a callback, or drawn as one rich progress bar
-    per stage (on stderr) when ``progress`` is True, or nothing when it is False.
+    """Progress of a run's stages, reported to a callback (or nowhere when there is none)."""
 
-    Only one bar is live at a time: with ``progress=True`` the embedding stage shows the grid's
-    own bar.
-    """
-
-    def __init__(self, progress: bool | ProgressCallback) -> None:
-        self.callback = progress if callable(progress) else None
-        self.enabled = bool(progress) and self.callback is None
-        self._console = None
-        if self.enabled:
-            from rich.console import Console
-
-            self._console = Console(stderr=True)
+    def __init__(self, progress: ProgressCallback | None) -> None:
+        self.callback = progress
 
     def report(self, name: str, done: int, total: int | None, note: str = "") -> None:
         """Tell the callback (if any) that ``done`` of ``total`` steps of ``name`` are done."""
@@ -113,43 +116,17 @@ class _Stages:
     @contextlib.contextmanager
     def stage(self, name: str, total: int | None):
         """Context manager yielding ``advance(n=1, note="")`` for a stage of ``total`` steps."""
-        if self.callback is not None:
-            count = [0]
-            self.callback(name, 0, total, "")
+        count = [0]
+        self.report(name, 0, total, "")
 
-            def advance(n: int = 1, note: str = "") -> None:
-                count[0] += n
-                self.callback(name, count[0], total, note)
+        def advance(n: int = 1, note: str = "") -> None:
+            count[0] += n
+            self.report(name, count[0], total, note)
 
-            yield advance
-            return
-        if not self.enabled:
-            yield lambda n=1, note="": None
-            return
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-        )
-
-        with Progress(
-            TextColumn(f"[bold]{name:<10}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TextColumn("{task.fields[note]}"),
-            console=self._console,
-        ) as bar:
-            task = bar.add_task(name, total=total, note="")
-            yield lambda n=1, note="": bar.update(task, advance=n, note=note)
+        yield advance
 
     def print(self, text: str) -> None:
-        if self.callback is not None:
-            self.callback("message", 0, None, text)
-        elif self._console is not None:
-            self._console.print(text, highlight=False, markup=False)
+        self.report("message", 0, None, text)
 
 
 def _tiling_config(zooms, stride, unit_size, tiling_config):
@@ -246,7 +223,7 @@ def run_pipeline(
     RunStateError
         ``out`` holds a run with other parameters (tile store, model, weights, tiling).
     """
-    with _endpoint(endpoint_url):
+    with _endpoint(endpoint_url), _drawn(progress) as callback:
         return _run(
             sources,
             out,
@@ -263,7 +240,7 @@ def run_pipeline(
             suffix=suffix,
             endpoint_url=endpoint_url,
             retry_failed=retry_failed,
-            progress=progress,
+            progress=callback,
         )
 
 
@@ -357,7 +334,6 @@ def _run(
         client=client,
         grid_config=grid_config,
         workers=workers,
-        progress=progress,
     )
 
     # ---------------------------------------------------------------- catalogue
@@ -466,7 +442,7 @@ def reprocess_catalogue(
     RunStateError
         No catalogue at ``catalogue``, or it already holds this exact model.
     """
-    with _endpoint(endpoint_url):
+    with _endpoint(endpoint_url), _drawn(progress) as callback:
         return _reprocess(
             catalogue,
             model,
@@ -476,7 +452,7 @@ def reprocess_catalogue(
             grid_config=grid_config,
             workers=workers,
             signing_key=signing_key,
-            progress=progress,
+            progress=callback,
         )
 
 
@@ -537,7 +513,6 @@ def _reprocess(
         client=client,
         grid_config=grid_config,
         workers=workers,
-        progress=progress,
     )
 
     t0 = time.perf_counter()
@@ -657,12 +632,7 @@ def _embed_stage(
     summary.units_reused = len(units) - len(todo)
     stages.print(describe(len(units), summary.units_reused, len(todo)))
     if todo:
-        if stages.callback is not None:  # the caller draws: the grid reports, never prints
-            grid_options = {
-                **grid_options,
-                "progress": False,
-                "callback": _unit_events(stages, len(todo)),
-            }
+        grid_options = {**grid_options, "callback": _unit_events(stages, len(todo))}
         report = _embed(tile_store, model, weights, **grid_options)
         # A local cluster is gone when the stage ends: only a grid scheduler's dashboard (which
         # outlives the run) belongs in the summary.
@@ -713,7 +683,6 @@ def _embed(
     client,
     grid_config,
     workers,
-    progress,
     callback=None,
 ):
     """Run the units that have no accepted vectors on the grid; return the grid's report."""
@@ -734,7 +703,6 @@ def _embed(
             weights=None if weights is None else os.fspath(weights),
             client=client,
             config=config,
-            progress=bool(progress),
             callback=callback,
         )
     finally:

@@ -10,8 +10,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
+
+from hubcat.synthetic import write_synthetic_mosaic
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("HUBCAT_SHARED", REPO.parent / "shared"))
@@ -43,69 +44,6 @@ def rfc6962_dir() -> Path:
     if not RFC6962_DIR.is_dir():
         pytest.skip(f"RFC 6962 vectors not found at {RFC6962_DIR}")
     return RFC6962_DIR
-
-
-def write_synthetic_mosaic(
-    path: Path,
-    shape: tuple[int, int] = (600, 500),
-    *,
-    seed: int = 0,
-    n_sources: int = 40,
-    pixel_scale_arcsec: float = 0.05,
-    crval: tuple[float, float] = (150.1, 2.2),
-    footprint_margin: int = 0,
-    dtype: str = "float32",
-) -> Path:
-    """Write a drizzled-like FITS (empty primary, SCI + WHT) with Gaussian sources on noise.
-
-    The SCI extension has a north-up TAN WCS; WHT is zero in a border of ``footprint_margin``
-    pixels (outside the footprint) and one elsewhere, where SCI is also zero outside.
-    """
-    from astropy.io import fits
-    from astropy.wcs import WCS
-
-    rng = np.random.default_rng(seed)
-    ny, nx = shape
-    data = rng.normal(0.0, 0.01, size=shape)
-    yy, xx = np.mgrid[0:ny, 0:nx]
-    for _ in range(n_sources):
-        x, y = rng.uniform(0, nx), rng.uniform(0, ny)
-        flux, sigma = rng.uniform(0.5, 20.0), rng.uniform(1.0, 6.0)
-        data += (
-            flux
-            * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * sigma**2))
-            / (2 * np.pi * sigma**2)
-        )
-    wht = np.ones(shape, dtype="float32")
-    if footprint_margin:
-        m = footprint_margin
-        wht[:m, :] = wht[-m:, :] = 0
-        wht[:, :m] = wht[:, -m:] = 0
-        data[wht == 0] = 0.0
-
-    wcs = WCS(naxis=2)
-    wcs.wcs.ctype = ["RA---TAN", "DEC--TAN"]
-    wcs.wcs.crpix = [nx / 2 + 0.5, ny / 2 + 0.5]
-    wcs.wcs.crval = list(crval)
-    wcs.wcs.cdelt = [-pixel_scale_arcsec / 3600.0, pixel_scale_arcsec / 3600.0]
-    wcs.wcs.radesys = "ICRS"
-    header = wcs.to_header()
-    header["BUNIT"] = "ELECTRONS/S"
-
-    primary = fits.PrimaryHDU()
-    primary.header["TELESCOP"] = "HST"
-    primary.header["INSTRUME"] = "ACS"
-    primary.header["DETECTOR"] = "WFC"
-    primary.header["FILTER1"] = "F814W"
-    primary.header["FILTER2"] = "CLEAR2L"
-    primary.header["DATE-OBS"] = "2004-03-01"
-    primary.header["EXPTIME"] = 2028.0
-    primary.header["PROPOSID"] = 9822
-    primary.header["TARGNAME"] = "SYNTHETIC"
-    sci = fits.ImageHDU(data.astype(dtype), header=header, name="SCI")
-    whthdu = fits.ImageHDU(wht, header=header, name="WHT")
-    fits.HDUList([primary, sci, whthdu]).writeto(path, overwrite=True)
-    return path
 
 
 @pytest.fixture

@@ -195,20 +195,24 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _selftest(args: argparse.Namespace) -> int:
-    from grid import selftest
+    import contextlib
 
-    result = selftest(
-        args.workers,
-        args.liars,
-        args.kill,
-        spoofers=args.spoofers,
-        overwriters=args.overwriters,
-        colluders=args.colluders,
-        units=args.units,
-        unit_size=args.unit_size,
-        workdir=args.workdir,
-        progress=sys.stderr.isatty(),
-    )
+    from grid import selftest
+    from pipeline.commands._progress import StageBars
+
+    with StageBars() if sys.stderr.isatty() else contextlib.nullcontext() as bars:
+        result = selftest(
+            args.workers,
+            args.liars,
+            args.kill,
+            spoofers=args.spoofers,
+            overwriters=args.overwriters,
+            colluders=args.colluders,
+            units=args.units,
+            unit_size=args.unit_size,
+            workdir=args.workdir,
+            progress=bars,
+        )
     print(json.dumps(result, indent=1))
     ok = result["units_lost"] == 0 and result["code_executed"] == 0
     ok = ok and result["forged_ledger_entries_accepted"] == 0 and not result["honest_blamed"]

@@ -13,7 +13,7 @@ from pipeline.cli import main
 
 @pytest.fixture(scope="module")
 def tile_store(tmp_path_factory):
-    from tests.conftest import write_synthetic_mosaic
+    from hubcat.synthetic import write_synthetic_mosaic
     from tiling import TileStore, TilingConfig
 
     root = tmp_path_factory.mktemp("embed-cli")
@@ -63,7 +63,7 @@ def test_embed_missing_store_is_a_clear_error(tmp_path, capsys):
 @pytest.mark.grid
 def test_embed_on_the_grid(tmp_path, model: EmbeddingModel, capsys):
     """The default path: units run on a LocalCluster worker process and are validated."""
-    from tests.conftest import write_synthetic_mosaic
+    from hubcat.synthetic import write_synthetic_mosaic
     from tiling import TileStore, TilingConfig
 
     source = write_synthetic_mosaic(tmp_path / "g.fits", shape=(230, 230), n_sources=10)
@@ -83,7 +83,7 @@ def test_embed_runtime_option_is_recorded(tmp_path, model: EmbeddingModel, capsy
     """--runtime torch: same digest (fp32), the class recorded with every unit; env restored."""
     import os
 
-    from tests.conftest import write_synthetic_mosaic
+    from hubcat.synthetic import write_synthetic_mosaic
     from tiling import TileStore, TilingConfig
 
     source = write_synthetic_mosaic(tmp_path / "r.fits", shape=(230, 230), n_sources=10)

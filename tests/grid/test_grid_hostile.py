@@ -328,8 +328,9 @@ def test_a_liar_caught_later_loses_every_earlier_win(hostile, tmp_path):
     quorum of others, and its credit revoked by signed entries."""
     from embeddings import EmbeddingStore, embed_tiles, load_model
     from grid import CreditLedger, load_ledger_key
-    from grid._selftest import _synthetic_fits, synthetic_tile_store
+    from grid._selftest import synthetic_tile_store
     from hubcat.storage import open_object_store
+    from hubcat.synthetic import write_synthetic_mosaic
 
     client, auth = hostile["client"], hostile["auth"]
     switch = tmp_path / "lie-now"
@@ -364,7 +365,9 @@ def test_a_liar_caught_later_loses_every_earlier_win(hostile, tmp_path):
     )
 
     switch.write_text("now")
-    store.add_mosaic(_synthetic_fits(tmp_path / "second.fits", (224, 224), seed=12))
+    store.add_mosaic(
+        write_synthetic_mosaic(tmp_path / "second.fits", (224, 224), seed=12, n_sources=60)
+    )
     run2 = GridConfig(
         min_quorum=2, trust_after=5, spot_check_rate=0.0, canary_rate=1.0, max_in_flight=1,
         replica_timeout=60, idle_timeout=120,

@@ -37,11 +37,13 @@ def _without_credentials():
 
 @pytest.fixture(scope="module")
 def s3_tile_store(s3_server, tmp_path_factory):
-    from grid._selftest import _synthetic_fits
+    from hubcat.synthetic import write_synthetic_mosaic
     from tiling import TileStore, TilingConfig
 
     s3_server.create_bucket("grid-presigned")
-    fits_path = _synthetic_fits(tmp_path_factory.mktemp("presigned") / "m.fits", (224, 448), 7)
+    fits_path = write_synthetic_mosaic(
+        tmp_path_factory.mktemp("presigned") / "m.fits", (224, 448), seed=7, n_sources=60
+    )
     store = TileStore.create("s3://grid-presigned/tiles", TilingConfig(zooms=(1,), unit_size=1))
     store.add_mosaic(fits_path)
     return store

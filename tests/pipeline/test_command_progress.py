@@ -27,7 +27,7 @@ def test_tile_shows_progress_and_summarises_done_skipped_failed(tmp_path, hst_di
 
 
 def test_embed_on_the_grid_draws_its_bar_from_the_grids_callback(tmp_path, capsys):
-    from tests.conftest import write_synthetic_mosaic
+    from hubcat.synthetic import write_synthetic_mosaic
     from tiling import TileStore, TilingConfig
 
     source = write_synthetic_mosaic(tmp_path / "g.fits", shape=(230, 230), n_sources=10)

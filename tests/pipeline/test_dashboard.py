@@ -27,10 +27,10 @@ def _status(url: str) -> int:
 def test_dashboard_status_answers_200_during_a_run(tmp_path, capfd):
     from distributed import default_client
 
-    from grid._selftest import _synthetic_fits
+    from hubcat.synthetic import write_synthetic_mosaic
     from pipeline import run_pipeline
 
-    mosaic = _synthetic_fits(tmp_path / "field.fits", (224, 224 * 2))
+    mosaic = write_synthetic_mosaic(tmp_path / "field.fits", (224, 224 * 2), n_sources=60)
     seen: dict[str, int] = {}
     events: list[tuple] = []
     stop = threading.Event()

@@ -43,7 +43,7 @@ def test_grid_dir_that_is_not_a_grid_directory(tmp_path, capsys, monkeypatch):
 @pytest.mark.slow
 def test_hubcat_run_embeds_on_a_real_tls_grid(tmp_path, capsys):
     from catalog import Catalogue
-    from grid._selftest import _synthetic_fits
+    from hubcat.synthetic import write_synthetic_mosaic
 
     auth = GridAuthority.init(tmp_path / "pki")
     sched, address = start_scheduler(auth, tmp_path / "logs", worker_ttl="10s")
@@ -52,7 +52,7 @@ def test_hubcat_run_embeds_on_a_real_tls_grid(tmp_path, capsys):
     try:
         for name in ("vol-a", "vol-b"):
             procs.append(start_volunteer(auth, address, tmp_path / "logs", name, env=FAST_FAIL))
-        mosaic = _synthetic_fits(tmp_path / "field.fits", (224, 224 * 4))
+        mosaic = write_synthetic_mosaic(tmp_path / "field.fits", (224, 224 * 4), n_sources=60)
         out = tmp_path / "cat"
         capsys.readouterr()
         argv = [

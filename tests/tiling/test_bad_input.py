@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from tests.conftest import write_synthetic_mosaic
+from hubcat.synthetic import write_synthetic_mosaic
 from tiling import (
     NonFinitePixelsWarning,
     SourceError,

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
+from hubcat.synthetic import write_synthetic_mosaic
 from pipeline.cli import main
-from tests.conftest import write_synthetic_mosaic
 from tiling import TileStore, TilingConfig, _ingest
 
 

@@ -11,7 +11,7 @@ from astropy.io import fits
 from astropy.wcs import WCS
 
 from hubcat.errors import StoreNotFoundError
-from tests.conftest import write_synthetic_mosaic
+from hubcat.synthetic import write_synthetic_mosaic
 from tiling import (
     AUGMENTATIONS,
     TileNotFoundError,
