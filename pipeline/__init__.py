@@ -14,13 +14,8 @@ try:
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+unknown"
 
-from pipeline.run import (
-    RunSummary,
-    SourceOutcome,
-    model_versions,
-    reprocess_catalogue,
-    run_pipeline,
-)
+from pipeline.reprocess import model_versions, reprocess_catalogue
+from pipeline.run import RunSummary, SourceOutcome, run_pipeline
 
 __all__ = [
     "RunSummary",

@@ -129,10 +129,10 @@ def _run_embed(args: argparse.Namespace) -> int:
         "embedding_store": emb.uri,
     }
     if report.units_failed:
-        from pipeline.run import _unit_reason
+        from pipeline._stages import unit_reason
 
         summary["unit_failures"] = [
-            {"unit_key": u.unit_key, "reason": _unit_reason(store, model, u.unit_key)}
+            {"unit_key": u.unit_key, "reason": unit_reason(store, model, u.unit_key)}
             for u in store.units()
             if not emb.has(u.unit_key)
         ]

@@ -58,7 +58,7 @@ def run_reprocess(args: argparse.Namespace) -> int:
 
 
 def _run_reprocess(args: argparse.Namespace) -> int:
-    from pipeline.run import reprocess_catalogue
+    from pipeline.reprocess import reprocess_catalogue
 
     if not args.verbose:
         logging.getLogger("distributed").setLevel(logging.ERROR)

@@ -36,10 +36,11 @@ def run_status_dict(catalogue: str, *, endpoint_url: str | None = None) -> dict:
     RunStateError
         If no run is recorded there.
     """
+    from pipeline._stages import s3_endpoint
     from pipeline.errors import RunStateError
-    from pipeline.run import _endpoint, open_run_state
+    from pipeline.run import open_run_state
 
-    with _endpoint(endpoint_url):
+    with s3_endpoint(endpoint_url):
         state = open_run_state(catalogue)
         plan = state.read_plan()
         if plan is None:
@@ -72,7 +73,7 @@ def run_status_dict(catalogue: str, *, endpoint_url: str | None = None) -> dict:
         ]
         out["interrupted"] = bool(attempts) and attempts[-1].get("finished") is None
         out.update(_catalogue(state))
-        from pipeline.run import model_versions
+        from pipeline.reprocess import model_versions
 
         out["model_versions"] = model_versions(catalogue)
     return out
