@@ -78,19 +78,66 @@ class EmbeddingStore:
             )
             raise EmbeddingStoreError(msg)
         self.model_digest = model_digest
-        base = tile_store_uri
-        if not isinstance(base, ObjectStore):
-            # a TileStore exposes its ObjectStore (keeps its S3 client and options)
-            objects = getattr(base, "objects", None)
-            base = objects if isinstance(objects, ObjectStore) else None
-        if base is None:
-            uri = getattr(tile_store_uri, "uri", tile_store_uri)
-            base = open_object_store(os.fspath(uri))
-        self.root: ObjectStore = base.child(f"embeddings/{model_digest}")
+        self.root: ObjectStore = _object_store(tile_store_uri).child(f"embeddings/{model_digest}")
         if model is not None and not self.root.exists("model.json"):
             from embeddings._model import describe
 
             self.root.put("model.json", _dumps({"format": FORMAT, **describe(model)}))
+
+    @staticmethod
+    def digests(tile_store: Any) -> list[str]:
+        """Digests of the models whose vectors are stored beside ``tile_store``, sorted.
+
+        Parameters
+        ----------
+        tile_store : str, path-like, ObjectStore or TileStore
+
+        Returns
+        -------
+        list of str
+        """
+        base = _object_store(tile_store)
+        return sorted({k.split("/", 2)[1] for k in base.list("embeddings/") if k.count("/") >= 2})
+
+    @classmethod
+    def find(cls, tile_store: Any, model_digest: str | None = None) -> EmbeddingStore:
+        """The embedding store of ``tile_store``: the only one, or the one whose model digest
+        starts with ``model_digest``.
+
+        Parameters
+        ----------
+        tile_store : str, path-like, ObjectStore or TileStore
+        model_digest : str or None
+            A model digest or its first characters.
+
+        Returns
+        -------
+        EmbeddingStore
+
+        Raises
+        ------
+        EmbeddingStoreError
+            No embeddings (or none of that digest), or several and none chosen (the message
+            lists the digests).
+        """
+        uri = getattr(tile_store, "uri", tile_store)
+        digests = cls.digests(tile_store)
+        if model_digest:
+            digests = [d for d in digests if d.startswith(model_digest)]
+        if not digests:
+            which = f" with digest {model_digest}" if model_digest else ""
+            msg = (
+                f"no embeddings{which} in the tile store {uri}; embed its tiles first "
+                "(`hubcat run`, `hubcat embed` or the grid)"
+            )
+            raise EmbeddingStoreError(msg)
+        if len(digests) > 1:
+            msg = (
+                f"the tile store {uri} holds embeddings of several models {digests}; "
+                "choose one with --model-digest"
+            )
+            raise EmbeddingStoreError(msg)
+        return cls(tile_store, digests[0])
 
     @property
     def uri(self) -> str:
@@ -310,3 +357,13 @@ class EmbeddingStore:
 
 def _dumps(obj: dict[str, Any]) -> bytes:
     return json.dumps(obj, indent=1, sort_keys=True).encode()
+
+
+def _object_store(tile_store: Any) -> ObjectStore:
+    """The object store under a tile store given as a store, a TileStore or a URI."""
+    if isinstance(tile_store, ObjectStore):
+        return tile_store
+    objects = getattr(tile_store, "objects", None)  # a TileStore keeps its S3 client and options
+    if isinstance(objects, ObjectStore):
+        return objects
+    return open_object_store(os.fspath(getattr(tile_store, "uri", tile_store)))

@@ -10,7 +10,7 @@ import time
 from pipeline.commands._options import add_json, add_progress, add_signing_key
 from pipeline.commands._progress import progress_bar
 
-__all__ = ["find_embedding_store", "register", "run_build"]
+__all__ = ["register", "run_build"]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -57,45 +57,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run_build)
 
 
-def find_embedding_store(tile_store, model_digest: str | None = None):
-    """The :class:`embeddings.EmbeddingStore` of ``tile_store`` (the only one, or the one whose
-    digest starts with ``model_digest``).
-
-    Raises
-    ------
-    CatalogError
-        No embeddings, or several and none chosen (the message lists the digests).
-    """
-    from catalog.errors import CatalogError
-    from embeddings import EmbeddingStore
-
-    digests = sorted(
-        {
-            key.split("/", 2)[1]
-            for key in tile_store.objects.list("embeddings/")
-            if key.count("/") >= 2
-        }
-    )
-    if model_digest:
-        digests = [d for d in digests if d.startswith(model_digest)]
-    if not digests:
-        msg = (
-            f"no embeddings{' with digest ' + model_digest if model_digest else ''} in the tile store "
-            f"{tile_store.uri}; embed its tiles first (`hubcat run` or the grid)"
-        )
-        raise CatalogError(msg)
-    if len(digests) > 1:
-        msg = (
-            f"the tile store {tile_store.uri} holds embeddings of several models {digests}; "
-            "choose one with --model-digest"
-        )
-        raise CatalogError(msg)
-    return EmbeddingStore(tile_store, digests[0])
-
-
 def run_build(args: argparse.Namespace) -> int:
     from catalog import CatalogConfig, Catalogue
     from catalog.errors import CatalogError
+    from embeddings import EmbeddingStore
     from pipeline._keys import operator_signing_key
 
     t0 = time.perf_counter()
@@ -126,7 +91,7 @@ def run_build(args: argparse.Namespace) -> int:
     from tiling import TileStore
 
     tile_store = TileStore.open(args.store, read_only=True)
-    embedding_store = find_embedding_store(tile_store, args.model_digest)
+    embedding_store = EmbeddingStore.find(tile_store, args.model_digest)
     before = None
     try:
         before = Catalogue.open(args.out)
