@@ -40,7 +40,20 @@ MESSAGE = "message"
 class Progress(Protocol):
     """What a ``progress`` argument is called with (see the module docstring)."""
 
-    def __call__(self, stage: str, done: int, total: int | None, note: str = "") -> None: ...
+    def __call__(self, stage: str, done: int, total: int | None, note: str = "") -> None:
+        """Report one step of long work.
+
+        Parameters
+        ----------
+        stage : str
+            What is being done (``"tiling"``, ``"units"``, ...), or :data:`MESSAGE`.
+        done : int
+            Steps finished so far in this stage.
+        total : int or None
+            Steps in the stage, or None when not known in advance.
+        note : str
+            A short remark; for :data:`MESSAGE`, the line of text to show.
+        """
 
 
 #: A callable ``progress(stage, done, total, note)``.
@@ -48,7 +61,19 @@ ProgressCallback = Callable[[str, int, "int | None", str], None]
 
 
 def no_progress(stage: str, done: int, total: int | None, note: str = "") -> None:
-    """A progress callback that ignores every call."""
+    """A progress callback that ignores every call.
+
+    Parameters
+    ----------
+    stage : str
+        Ignored.
+    done : int
+        Ignored.
+    total : int or None
+        Ignored.
+    note : str
+        Ignored.
+    """
 
 
 def reporter(progress: Progress | None) -> Progress:

@@ -69,6 +69,31 @@ def write_synthetic_mosaic(
 
     The SCI extension has a north-up TAN WCS; WHT is zero in a border of ``footprint_margin``
     pixels (outside the footprint) and one elsewhere, where SCI is also zero outside.
+
+    Parameters
+    ----------
+    path : Path
+        FITS file to write (overwritten if present).
+    shape : tuple of int
+        ``(ny, nx)`` of the image, pixels.
+    seed : int
+        Seed of the noise and of the sources' positions, fluxes and widths.
+    n_sources : int
+        Number of circular Gaussian sources (sigma 1-6 pixels, total flux 0.5-20).
+    pixel_scale_arcsec : float
+        Pixel scale (arcsec per pixel).
+    crval : tuple of float
+        ``(ra, dec)`` of the image centre (deg).
+    footprint_margin : int
+        Width (pixels) of the border outside the footprint (WHT = 0, SCI = 0); 0 for none.
+    dtype : str
+        NumPy dtype of the SCI data (WHT is always float32).
+
+    Returns
+    -------
+    Path
+        ``path``. The primary header carries ACS/WFC F814W keywords (instrument, filters,
+        date, exposure, proposal).
     """
     from astropy.io import fits
 
@@ -110,7 +135,25 @@ def write_synthetic_mosaic(
 
 
 def write_streaming_mosaic(path: Path, side: int, *, seed: int = 0, band: int = 512) -> Path:
-    """Write a ``side`` x ``side`` drizzled-like FITS (SCI + WHT) band by band (flat memory)."""
+    """Write a ``side`` x ``side`` drizzled-like FITS (SCI + WHT) band by band (flat memory).
+
+    Parameters
+    ----------
+    path : Path
+        FITS file to write (overwritten if present).
+    side : int
+        Width and height of the image, pixels.
+    seed : int
+        Seed of the noise and the sources.
+    band : int
+        Rows generated and written at a time; memory grows with ``band * side``, not ``side**2``.
+
+    Returns
+    -------
+    Path
+        ``path``: big-endian float32 SCI (noise plus ``side // 64`` Gaussian sources per band)
+        and WHT (all one), both with a north-up TAN WCS.
+    """
     from astropy.io import fits
 
     header = tan_header((side, side), radesys=None)

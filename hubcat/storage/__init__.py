@@ -78,6 +78,18 @@ def zarr_store(store: ObjectStore, *, read_only: bool = False):
 
     A local folder uses :class:`zarr.storage.LocalStore` directly; other stores use an adapter
     that forwards Zarr's key/value calls to the :class:`ObjectStore`.
+
+    Parameters
+    ----------
+    store : ObjectStore
+        Where the Zarr keys live.
+    read_only : bool
+        Open the Zarr store read-only.
+
+    Returns
+    -------
+    zarr.abc.store.Store
+        A :class:`zarr.storage.LocalStore` or an :class:`ObjectZarrStore`.
     """
     import zarr.storage
 

@@ -14,7 +14,20 @@ __all__ = ["LocalObjectStore"]
 
 
 class LocalObjectStore(ObjectStore):
-    """An :class:`ObjectStore` in a local folder; keys are relative file paths."""
+    """An :class:`ObjectStore` in a local folder; keys are relative file paths.
+
+    Parameters
+    ----------
+    root : str or path-like
+        The folder (``~`` is expanded; made absolute). It need not exist yet: the first
+        :meth:`put` creates it.
+
+    Notes
+    -----
+    ``put`` writes a hidden temporary file beside the target, fsyncs it and renames it into
+    place, so readers never see half an object. Keys containing ``..`` raise
+    :class:`~hubcat.errors.StorageError`.
+    """
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).expanduser().absolute()

@@ -36,6 +36,16 @@ _FORBIDDEN = {"403", "AccessDenied", "Forbidden", "AllAccessDisabled", "InvalidA
 def split_s3_uri(uri: str) -> tuple[str, str]:
     """Split ``s3://bucket/some/prefix`` into ``("bucket", "some/prefix")``.
 
+    Parameters
+    ----------
+    uri : str
+        An ``s3://BUCKET[/PREFIX]`` URI.
+
+    Returns
+    -------
+    tuple of (str, str)
+        The bucket name and the key prefix (no leading or trailing ``/``; ``""`` for none).
+
     Raises
     ------
     StorageError
@@ -141,6 +151,22 @@ class S3ObjectStore(ObjectStore):
     ) -> S3ObjectStore:
         """Open ``s3://bucket/prefix``; ``options`` are the fields of :class:`S3Options`.
 
+        Parameters
+        ----------
+        uri : str
+            ``s3://BUCKET[/PREFIX]``.
+        client : botocore client or None
+            A boto3 S3 client to use; None makes one from the options on first use.
+        read_only : bool
+            Refuse :meth:`put` and :meth:`delete`.
+        **options
+            Fields of :class:`S3Options` (``endpoint_url``, ``anonymous``, ...); None values
+            keep the field's default.
+
+        Returns
+        -------
+        S3ObjectStore
+
         Raises
         ------
         StorageError
@@ -156,7 +182,23 @@ class S3ObjectStore(ObjectStore):
         return cls(bucket, prefix, client, options=opts, read_only=read_only)
 
     def child(self, prefix: str) -> S3ObjectStore:
-        """Return a store rooted at ``prefix`` below this one, sharing client and options."""
+        """Return a store rooted at ``prefix`` below this one, sharing client and options.
+
+        Parameters
+        ----------
+        prefix : str
+            Key prefix, relative to this store's root.
+
+        Returns
+        -------
+        S3ObjectStore
+            Same bucket, client, options and read-only flag.
+
+        Raises
+        ------
+        StorageError
+            If ``prefix`` contains ``..``.
+        """
         return S3ObjectStore(
             self.bucket,
             self._key(prefix),
@@ -307,7 +349,30 @@ class S3ObjectStore(ObjectStore):
         return self._read_body(key)
 
     def get_range(self, key: str, start: int, length: int) -> bytes:
-        """Ranged GET of ``length`` bytes from ``start`` (fewer at the end, empty past it)."""
+        """Ranged GET of ``length`` bytes from ``start`` (fewer at the end, empty past it).
+
+        Parameters
+        ----------
+        key : str
+            Key relative to the store's root.
+        start : int
+            Offset of the first byte, >= 0.
+        length : int
+            Number of bytes wanted, >= 0 (0 only checks that ``key`` exists).
+
+        Returns
+        -------
+        bytes
+
+        Raises
+        ------
+        StoreNotFoundError
+            If ``key`` does not exist.
+        StoragePermissionError
+            If S3 denies the read.
+        StorageError
+            If ``start`` or ``length`` is negative, or the request fails after its retries.
+        """
         from botocore.exceptions import ClientError
 
         if start < 0 or length < 0:
@@ -358,7 +423,25 @@ class S3ObjectStore(ObjectStore):
         return int(self._head(key)["ContentLength"])
 
     def list(self, prefix: str = "") -> Iterator[str]:
-        """Yield every key below the store that starts with ``prefix``, sorted (paginated)."""
+        """Yield every key below the store that starts with ``prefix``, sorted (paginated).
+
+        Parameters
+        ----------
+        prefix : str
+            Plain string prefix, relative to the store's root; ``""`` lists the whole store.
+
+        Yields
+        ------
+        str
+            Keys relative to the store's root (all pages are read before the first is yielded).
+
+        Raises
+        ------
+        StoragePermissionError
+            If S3 denies the listing.
+        StorageError
+            If the listing fails after its retries.
+        """
         from botocore.exceptions import BotoCoreError, ClientError
 
         root = f"{self.prefix}/" if self.prefix else ""
@@ -391,20 +474,48 @@ class S3ObjectStore(ObjectStore):
     def presigned_get_url(self, key: str, expires: int = 3600) -> str:
         """URL that lets its holder GET ``key`` for ``expires`` seconds, without credentials.
 
+        Parameters
+        ----------
+        key : str
+            Key relative to the store's root (it need not exist yet).
+        expires : int
+            Lifetime of the URL in seconds, 1 s to 7 days.
+
+        Returns
+        -------
+        str
+            The pre-signed ``GetObject`` URL.
+
         Raises
         ------
         StoragePermissionError
             If the store has no credentials to sign with (anonymous).
+        StorageError
+            If ``expires`` is outside 1 s .. 7 days.
         """
         return self._presign("get_object", key, expires)
 
     def presigned_put_url(self, key: str, expires: int = 3600) -> str:
-        """URL that lets its holder PUT ``key`` once for ``expires`` seconds (volunteer results).
+        """URL that lets its holder PUT ``key`` for ``expires`` seconds (volunteer results).
+
+        Parameters
+        ----------
+        key : str
+            Key relative to the store's root.
+        expires : int
+            Lifetime of the URL in seconds, 1 s to 7 days.
+
+        Returns
+        -------
+        str
+            The pre-signed ``PutObject`` URL.
 
         Raises
         ------
         StoragePermissionError
             If the store has no credentials to sign with (anonymous).
+        StorageError
+            If the store is read-only or ``expires`` is outside 1 s .. 7 days.
         """
         self._check_writable(key)
         return self._presign("put_object", key, expires)

@@ -155,6 +155,20 @@ class ObjectZarrStore(Store):
         await asyncio.to_thread(self.object_store.delete, key)
 
     async def delete_dir(self, prefix: str) -> None:
+        """Delete every key below ``prefix/`` (the whole store for ``""``), concurrently.
+
+        Parameters
+        ----------
+        prefix : str
+            Zarr key prefix of a group or array; a trailing ``/`` is ignored.
+
+        Raises
+        ------
+        ValueError
+            If the store is read-only (Zarr's own check).
+        StorageError
+            If a deletion fails in the object store.
+        """
         self._check_writable()
         prefix = prefix.rstrip("/")
         keys = await asyncio.to_thread(self._list_sync, f"{prefix}/" if prefix else "")
