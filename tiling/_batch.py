@@ -36,7 +36,14 @@ class BatchReport:
         return sum(r.tiles_written for r in self.added)
 
     def summary(self) -> str:
-        """A short human-readable summary: counts, then one line per failed source."""
+        """A short human-readable summary: counts, then one line per failed source.
+
+        Returns
+        -------
+        str
+            A count line (sources tiled, tiles written, already present, failed), then indented
+            warning, skipped-HDU and failure lines.
+        """
         new = sum(1 for r in self.added if not r.already_present)
         present = len(self.added) - new
         lines = [

@@ -138,11 +138,33 @@ class TilingConfig:
         return self.tile_size if self.stride is None else self.stride
 
     def box(self, zoom: int) -> int:
-        """Side, in source pixels, of the box a tile at ``zoom`` covers."""
+        """Side, in source pixels, of the box a tile at ``zoom`` covers.
+
+        Parameters
+        ----------
+        zoom : int
+            Binning factor (1 = native pixels).
+
+        Returns
+        -------
+        int
+            ``tile_size * zoom``.
+        """
         return self.tile_size * zoom
 
     def source_stride(self, zoom: int) -> int:
-        """Distance, in source pixels, between neighbouring tile origins at ``zoom``."""
+        """Distance, in source pixels, between neighbouring tile origins at ``zoom``.
+
+        Parameters
+        ----------
+        zoom : int
+            Binning factor (1 = native pixels).
+
+        Returns
+        -------
+        int
+            ``step * zoom``.
+        """
         return self.step * zoom
 
     @property
@@ -158,14 +180,26 @@ class TilingConfig:
 
     # -- provenance -------------------------------------------------------------------------
     def to_dict(self) -> dict:
-        """Every field as JSON-compatible values (lists for tuples)."""
+        """Every field as JSON-compatible values (lists for tuples).
+
+        Returns
+        -------
+        dict
+            Field name to value; :meth:`from_dict` inverts it.
+        """
         out = asdict(self)
         out["zooms"] = list(self.zooms)
         out["stretch_percentiles"] = list(self.stretch_percentiles)
         return out
 
     def digest_fields(self) -> dict:
-        """The fields that change output, plus the format version."""
+        """The fields that change output, plus the format version.
+
+        Returns
+        -------
+        dict
+            :meth:`to_dict` without the display-only fields (``metadata={"digest": False}``), plus ``format_version``.
+        """
         data = {
             f.name: self.to_dict()[f.name] for f in fields(self) if f.metadata.get("digest", True)
         }
@@ -173,13 +207,35 @@ class TilingConfig:
         return data
 
     def digest(self) -> str:
-        """SHA-256 (hex) of the canonical JSON of :meth:`digest_fields`."""
+        """SHA-256 (hex) of the canonical JSON of :meth:`digest_fields`.
+
+        Returns
+        -------
+        str
+            64 hex digits; equal digests mean stores whose tiles are interchangeable.
+        """
         text = json.dumps(self.digest_fields(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()
 
     @classmethod
     def from_dict(cls, data: dict) -> TilingConfig:
-        """Rebuild a config from :meth:`to_dict` output (unknown keys are an error)."""
+        """Rebuild a config from :meth:`to_dict` output (unknown keys are an error).
+
+        Parameters
+        ----------
+        data : dict
+            As written by :meth:`to_dict`; ``format_version`` and the old display-only
+            ``progress`` key are ignored, missing fields take their defaults.
+
+        Returns
+        -------
+        TilingConfig
+
+        Raises
+        ------
+        TilingError
+            If ``data`` has a key that is not a field (a store written by a newer hubcat).
+        """
         known = {f.name for f in fields(cls)}
         # ``progress`` was a display-only field of stores written before 0.3: ignored
         unknown = sorted(set(data) - known - {"format_version", "progress"})

@@ -89,6 +89,16 @@ def normalise_bunit(value: object | None) -> str:
 
     Known HST spellings (``ELECTRONS/S``, ``electron / s``, ``COUNTS/S``, ...) map to astropy's
     string form; anything else is returned stripped, unchanged.
+
+    Parameters
+    ----------
+    value : object or None
+        The header card's value (usually a str).
+
+    Returns
+    -------
+    str
+        The canonical unit string (``"electron / s"``), the stripped text, or ``""``.
     """
     text = _text(value)
     if not text:

@@ -91,7 +91,13 @@ class AddReport:
         return [w for m in self.mosaics for w in m.warnings]
 
     def summary(self) -> str:
-        """One line per mosaic: id, status, tiles per zoom, skipped zooms."""
+        """One line per mosaic: id, status, tiles per zoom, skipped zooms.
+
+        Returns
+        -------
+        str
+            Newline-separated lines, then one line per skipped HDU with its reason.
+        """
         lines = []
         for m in self.mosaics:
             per = ", ".join(f"z{z}: {n}" for z, n in sorted(m.tiles_per_zoom.items()))

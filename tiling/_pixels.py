@@ -55,6 +55,13 @@ class StretchParams:
     a: float
 
     def to_dict(self) -> dict[str, float]:
+        """The parameters as a JSON-ready dict.
+
+        Returns
+        -------
+        dict of str to float
+            ``{"lo": ..., "hi": ..., "a": ...}``.
+        """
         return {"lo": self.lo, "hi": self.hi, "a": self.a}
 
 

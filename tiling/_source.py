@@ -53,6 +53,22 @@ class RangeFile(io.RawIOBase):
     Reads go through :meth:`ObjectStore.get_range` in aligned blocks of ``block_size`` bytes,
     of which the last ``cache_blocks`` are cached, so astropy's many small header reads cost a
     few requests. Memory is bounded by ``block_size * cache_blocks``.
+
+    Parameters
+    ----------
+    store : ObjectStore
+        The store holding the object.
+    key : str
+        The object's key; its size is read once, on construction.
+    block_size : int
+        Bytes per ranged read (1 MiB by default); reads over four blocks bypass the cache.
+    cache_blocks : int
+        Number of most recently used blocks kept in memory.
+
+    Raises
+    ------
+    StoreNotFoundError
+        If ``key`` does not exist in ``store``.
     """
 
     def __init__(
@@ -70,15 +86,56 @@ class RangeFile(io.RawIOBase):
         self.mode = "rb"
 
     def readable(self) -> bool:
+        """Whether the file can be read.
+
+        Returns
+        -------
+        bool
+            Always True.
+        """
         return True
 
     def seekable(self) -> bool:
+        """Whether the file supports :meth:`seek`.
+
+        Returns
+        -------
+        bool
+            Always True.
+        """
         return True
 
     def tell(self) -> int:
+        """The current position.
+
+        Returns
+        -------
+        int
+            Offset in bytes from the start of the object.
+        """
         return self._pos
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        """Move the position (no request is made).
+
+        Parameters
+        ----------
+        offset : int
+            Bytes relative to ``whence``.
+        whence : int
+            ``io.SEEK_SET`` (start), ``io.SEEK_CUR`` (current position) or ``io.SEEK_END``
+            (end of the object).
+
+        Returns
+        -------
+        int
+            The new position; a position before the start is clamped to 0.
+
+        Raises
+        ------
+        KeyError
+            If ``whence`` is not one of the three ``io.SEEK_*`` values.
+        """
         base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
         self._pos = max(0, base + offset)
         return self._pos
@@ -96,6 +153,23 @@ class RangeFile(io.RawIOBase):
         return data
 
     def read(self, size: int = -1) -> bytes:
+        """Read up to ``size`` bytes from the current position and advance it.
+
+        Parameters
+        ----------
+        size : int
+            Bytes wanted; negative or None reads to the end of the object.
+
+        Returns
+        -------
+        bytes
+            Fewer than ``size`` bytes at the end of the object, empty past it.
+
+        Raises
+        ------
+        StorageError
+            If a ranged read of the object fails.
+        """
         if size is None or size < 0:
             size = self._size - self._pos
         size = max(0, min(size, self._size - self._pos))
@@ -114,6 +188,18 @@ class RangeFile(io.RawIOBase):
         return bytes(out)
 
     def readinto(self, buffer) -> int:  # type: ignore[override]
+        """Read up to ``len(buffer)`` bytes into ``buffer``.
+
+        Parameters
+        ----------
+        buffer : writable bytes-like
+            Where the bytes go (a ``bytearray`` or ``memoryview``).
+
+        Returns
+        -------
+        int
+            Number of bytes read; 0 at the end of the object.
+        """
         data = self.read(len(buffer))
         buffer[: len(data)] = data
         return len(data)

@@ -80,7 +80,13 @@ class UnitChunk:
     fill_value: float
 
     def to_dict(self) -> dict:
-        """The fields as JSON-ready values."""
+        """The fields as JSON-ready values.
+
+        Returns
+        -------
+        dict
+            ``key``, ``chunk_shape`` (a list), ``dtype``, ``offset`` and ``fill_value``.
+        """
         return {
             "key": self.key,
             "chunk_shape": list(self.chunk_shape),
@@ -95,6 +101,15 @@ class TileStore:
 
     Create with :meth:`create`, :meth:`open` or :meth:`open_or_create`; never instantiate
     directly.
+
+    Parameters
+    ----------
+    objects : ObjectStore
+        The object store at the tile store's root.
+    config : TilingConfig
+        The tiling parameters the store was made with.
+    group : zarr.Group
+        The opened root Zarr group.
     """
 
     def __init__(self, objects: ObjectStore, config: TilingConfig, group) -> None:
@@ -131,6 +146,19 @@ class TileStore:
     def create(cls, uri: str | os.PathLike[str], config: TilingConfig | None = None) -> TileStore:
         """Create an empty tile store at ``uri``.
 
+        Parameters
+        ----------
+        uri : str or path-like
+            Local folder or ``s3://bucket/prefix`` of the new store.
+        config : TilingConfig or None
+            Tiling parameters (None: the defaults); recorded with their digest in the root
+            group's attributes.
+
+        Returns
+        -------
+        TileStore
+            The new, empty, writable store.
+
         Raises
         ------
         TilingError
@@ -159,10 +187,25 @@ class TileStore:
     def open(cls, uri: str | os.PathLike[str], *, read_only: bool = False) -> TileStore:
         """Open an existing tile store.
 
+        Parameters
+        ----------
+        uri : str or path-like
+            Local folder or ``s3://bucket/prefix`` of the store.
+        read_only : bool
+            Open the Zarr group read-only (mode ``"r"`` instead of ``"r+"``).
+
+        Returns
+        -------
+        TileStore
+            The store, with the :class:`TilingConfig` it was made with.
+
         Raises
         ------
         StoreNotFoundError
             If there is no tile store at ``uri``.
+        TilingError
+            If ``uri`` holds a Zarr group that is not a hubcat tile store, or its tiling
+            parameters are unknown to this version.
         """
         import zarr
 
@@ -188,10 +231,24 @@ class TileStore:
     ) -> TileStore:
         """Open the store at ``uri``, or create it with ``config``.
 
+        Parameters
+        ----------
+        uri : str or path-like
+            Local folder or ``s3://bucket/prefix`` of the store.
+        config : TilingConfig or None
+            Parameters for a new store, and the ones an existing store must match; None
+            accepts an existing store's parameters (and creates with the defaults).
+
+        Returns
+        -------
+        TileStore
+            The opened or new store, writable.
+
         Raises
         ------
         TilingError
-            If the existing store was made with parameters whose digest differs from ``config``.
+            If the existing store was made with parameters whose digest differs from ``config``
+            (the message lists the differing fields).
         """
         objects = open_object_store(uri)
         if not cls._exists(objects):
@@ -256,7 +313,23 @@ class TileStore:
         return pd.DataFrame(rows)
 
     def mosaic_record(self, mosaic_id: str) -> dict:
-        """The stored record of one mosaic (header cards, WCS, stretch, units)."""
+        """The stored record of one mosaic (header cards, WCS, stretch, units).
+
+        Parameters
+        ----------
+        mosaic_id : str
+            ``<first 16 hex of the source sha256>_h<hdu>``.
+
+        Returns
+        -------
+        dict
+            The JSON record ``mosaics/<mosaic_id>.json``.
+
+        Raises
+        ------
+        TileNotFoundError
+            If the mosaic is not (completely) stored.
+        """
         with self._lock:
             records = self._records
         if records is not None and mosaic_id in records:
@@ -269,7 +342,18 @@ class TileStore:
             raise TileNotFoundError(msg) from None
 
     def has_mosaic(self, mosaic_id: str) -> bool:
-        """Whether a mosaic is completely stored (its record exists)."""
+        """Whether a mosaic is completely stored (its record exists).
+
+        Parameters
+        ----------
+        mosaic_id : str
+            ``<first 16 hex of the source sha256>_h<hdu>``.
+
+        Returns
+        -------
+        bool
+            False also for an interrupted add (arrays without a record).
+        """
         return self._objects.exists(f"mosaics/{mosaic_id}.json")
 
     # -- adding ------------------------------------------------------------------------------
@@ -386,10 +470,20 @@ class TileStore:
     def tile_wcs(self, tile_id: str):
         """The WCS of one tile (its own pixel grid at its zoom).
 
+        Parameters
+        ----------
+        tile_id : str
+            ``<mosaic_id>_z<zoom>_x<x0>_y<y0>``.
+
         Returns
         -------
         astropy.wcs.WCS
             Pixel ``(i, j)`` of the tile (0-based) is the centre of its binned pixel.
+
+        Raises
+        ------
+        TileNotFoundError
+            If the tile is not in the store.
         """
         row = self._row(tile_id)
         record = self.mosaic_record(row["mosaic_id"])
@@ -399,7 +493,13 @@ class TileStore:
         )
 
     def units(self) -> list[UnitRef]:
-        """Every work unit (Zarr chunk) of the store, by mosaic, zoom and chunk."""
+        """Every work unit (Zarr chunk) of the store, by mosaic, zoom and chunk.
+
+        Returns
+        -------
+        list of UnitRef
+            Sorted by mosaic id, then in each mosaic record's order (zoom, chunk).
+        """
         out = []
         for mid in sorted(self._mosaic_records()):
             for u in self._mosaic_records()[mid]["units"]:
@@ -416,7 +516,22 @@ class TileStore:
         return out
 
     def unit(self, unit_key: str) -> UnitRef:
-        """The :class:`UnitRef` of ``unit_key``."""
+        """The :class:`UnitRef` of ``unit_key``.
+
+        Parameters
+        ----------
+        unit_key : str
+            ``<mosaic_id>/...`` as listed by :meth:`units`; only that mosaic's record is read.
+
+        Returns
+        -------
+        UnitRef
+
+        Raises
+        ------
+        TileNotFoundError
+            If the unit (or its mosaic) is not in the store.
+        """
         mosaic_id = unit_key.split("/", 1)[0]
         try:
             units = self.mosaic_record(mosaic_id)["units"]
@@ -489,6 +604,11 @@ class TileStore:
 
     def read_unit(self, unit_key: str) -> tuple[list[str], np.ndarray]:
         """Read one work unit (one Zarr chunk) and check its sha256.
+
+        Parameters
+        ----------
+        unit_key : str
+            The unit's key, as listed by :meth:`units`.
 
         Returns
         -------

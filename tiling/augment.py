@@ -33,6 +33,16 @@ def augment(tile: np.ndarray, index: int) -> np.ndarray:
         One tile or a batch of tiles; the last two axes are rotated.
     index : int
         Augmentation index, 0 to 7 (see :data:`AUGMENTATIONS`).
+
+    Returns
+    -------
+    numpy.ndarray, shape (..., W, H) for odd quarter turns, else (..., H, W)
+        The augmented tile(s), usually a view of ``tile``.
+
+    Raises
+    ------
+    ValueError
+        If ``index`` is outside 0..7.
     """
     if not 0 <= index < len(AUGMENTATIONS):
         msg = f"augmentation index {index!r} is out of range; expected 0..{len(AUGMENTATIONS) - 1}"
