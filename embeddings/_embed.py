@@ -59,6 +59,11 @@ def validate_tiles(tiles: object, channels: int, *, size: int | None = None) -> 
     size : int or None
         Required tile side in pixels, if any.
 
+    Returns
+    -------
+    numpy.ndarray of float32
+        ``tiles`` itself, or a C-contiguous copy when it was not contiguous.
+
     Raises
     ------
     TileInputError

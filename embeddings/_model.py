@@ -46,6 +46,27 @@ class EmbeddingModel:
     one) for :meth:`classify`; embeddings are the pooled pre-logits features, computed by the
     runtime the configuration resolves to on this machine (:attr:`resolved`).
 
+    Parameters
+    ----------
+    net : torch.nn.Module
+        The timm network with its pretrained weights loaded, in eval mode.
+    spec : ModelSpec
+        Registry entry of the network.
+    weights_sha256 : str
+        sha256 of the weights file loaded into ``net``.
+    weights_path : path-like
+        That file.
+    config : EmbedConfig or None
+        Stage configuration; None: the default :class:`EmbedConfig`.
+    calibration : numpy.ndarray or None
+        Tiles ``(N, 224, 224)`` in [0, 1] that calibrate ``precision="int8"``; ignored for
+        other precisions.
+
+    Raises
+    ------
+    RuntimeUnavailableError, PrecisionUnavailableError
+        If ``config`` names a runtime or precision this machine cannot run (see :func:`resolve`).
+
     Attributes
     ----------
     spec : ModelSpec
@@ -120,6 +141,13 @@ class EmbeddingModel:
 
         fp32 runtimes give the same vectors up to rounding, so the runtime is not in the record:
         it is the :attr:`numerical_class`, recorded beside the digest. The precision is.
+
+        Returns
+        -------
+        dict of str to Any
+            JSON-compatible: recipe version, model and timm names, weights sha256, dimension,
+            features, preprocessing, augmentations, pooling, precision (and the int8
+            calibration tiles' sha256 when they are used).
         """
         record = {
             "recipe": RECIPE_VERSION,
@@ -147,7 +175,28 @@ class EmbeddingModel:
         return hashlib.sha256(text.encode()).hexdigest()
 
     def with_config(self, config: EmbedConfig | None = None, **changes: Any) -> EmbeddingModel:
-        """A model sharing this network (and, where possible, its runtime) with another config."""
+        """A model sharing this network (and, where possible, its runtime) with another config.
+
+        Parameters
+        ----------
+        config : EmbedConfig or None
+            The new configuration; None starts from this model's.
+        **changes
+            :class:`EmbedConfig` fields to replace in it (``batch_size=64``...).
+
+        Returns
+        -------
+        EmbeddingModel
+            A new model; the converted runtime is reused when runtime, precision, threads,
+            cache folder and memory layout are unchanged.
+
+        Raises
+        ------
+        TypeError
+            If a name in ``changes`` is not an :class:`EmbedConfig` field.
+        RuntimeUnavailableError, PrecisionUnavailableError
+            If the new configuration cannot run on this machine.
+        """
         new = replace(config or self.config, **changes)
         out = EmbeddingModel(
             self.net,
@@ -182,6 +231,21 @@ class EmbeddingModel:
         """Class logits of a normalised batch (shape (B, num_classes)); needs a classifier head.
 
         Always the torch network in fp32 (classification is a check of the weights).
+
+        Parameters
+        ----------
+        images : torch.Tensor, shape (B, C, H, W)
+            Network input, already resized and normalised with the model's mean and std.
+
+        Returns
+        -------
+        torch.Tensor of float32, shape (B, num_classes)
+            Logits (not probabilities).
+
+        Raises
+        ------
+        EmbeddingError
+            If the network was loaded without a classifier head.
         """
         if not getattr(self.net, "num_classes", 0):
             msg = f"model {self.name} was loaded without a classifier head; it cannot classify"
@@ -383,6 +447,13 @@ def verify_weights(model: EmbeddingModel, expected_sha256: str) -> None:
     Re-hashes the weights file on disk (no cache) and compares it with ``expected_sha256`` and
     with the hash recorded when the model was loaded.
 
+    Parameters
+    ----------
+    model : EmbeddingModel
+        The loaded model.
+    expected_sha256 : str
+        The sha256 (hex) of the weights the operator expects.
+
     Raises
     ------
     CorruptWeightsError
@@ -399,7 +470,19 @@ def verify_weights(model: EmbeddingModel, expected_sha256: str) -> None:
 
 
 def describe(model: EmbeddingModel) -> dict[str, Any]:
-    """A JSON-compatible description of a model (spec, weights, config, digest)."""
+    """A JSON-compatible description of a model (spec, weights, config, digest).
+
+    Parameters
+    ----------
+    model : EmbeddingModel
+        The loaded model (its runtime is built if it was not yet).
+
+    Returns
+    -------
+    dict of str to Any
+        ``name``, ``digest``, ``weights_sha256``, ``dim``, ``spec``, ``config``,
+        ``numerical_class``, ``runtime`` (the backend's description) and ``record``.
+    """
     return {
         "name": model.name,
         "digest": model.digest,

@@ -66,7 +66,14 @@ class ModelSpec:
         return self.input_size[0]
 
     def preprocessing(self) -> dict[str, Any]:
-        """The parameters that change the network input (recorded in the model digest)."""
+        """The parameters that change the network input (recorded in the model digest).
+
+        Returns
+        -------
+        dict of str to Any
+            ``input_size``, ``mean``, ``std``, ``interpolation``, ``single_band`` and
+            ``value_range`` as JSON-compatible values.
+        """
         return {
             "input_size": list(self.input_size),
             "mean": [float(m) for m in self.mean],
@@ -77,7 +84,13 @@ class ModelSpec:
         }
 
     def as_dict(self) -> dict[str, Any]:
-        """JSON-compatible form."""
+        """JSON-compatible form.
+
+        Returns
+        -------
+        dict of str to Any
+            Every field, tuples as lists.
+        """
         out = asdict(self)
         out["input_size"] = list(self.input_size)
         out["mean"] = list(self.mean)
@@ -118,7 +131,13 @@ REGISTRY: dict[str, ModelSpec] = {
 
 
 def list_registered() -> list[str]:
-    """Names of the registered models, default first."""
+    """Names of the registered models, default first.
+
+    Returns
+    -------
+    list of str
+        The default model's name, then the others sorted.
+    """
     return [DEFAULT_MODEL, *sorted(n for n in REGISTRY if n != DEFAULT_MODEL)]
 
 

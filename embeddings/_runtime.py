@@ -93,7 +93,13 @@ def _imports(module: str) -> bool:
 
 
 def installed_runtimes() -> tuple[str, ...]:
-    """Runtimes whose Python package imports here (``"torch"`` always)."""
+    """Runtimes whose Python package imports here (``"torch"`` always).
+
+    Returns
+    -------
+    tuple of str
+        Among ``"openvino"``, ``"torch"`` and ``"onnxruntime"``.
+    """
     return tuple(r for r, mod in _MODULES.items() if _imports(mod))
 
 
@@ -114,6 +120,16 @@ def native_precisions(runtime: str) -> tuple[str, ...]:
 
     bf16 needs AMX or AVX512-BF16 (or Arm BF16) in the CPU flags, and for OpenVINO also ``BF16``
     in its ``OPTIMIZATION_CAPABILITIES``; int8 needs ``INT8`` there.
+
+    Parameters
+    ----------
+    runtime : str
+        ``"openvino"``, ``"torch"`` or ``"onnxruntime"``.
+
+    Returns
+    -------
+    tuple of str
+        ``"fp32"`` first, then ``"bf16"`` and/or ``"int8"`` where available.
     """
     out = ["fp32"]
     isa = _bf16_isa()
@@ -157,6 +173,16 @@ class Resolved:
 
 def resolve(config: EmbedConfig) -> Resolved:
     """The runtime and precision ``config`` runs with here.
+
+    Parameters
+    ----------
+    config : EmbedConfig
+        Its ``runtime`` (or ``"auto"``) and ``precision`` are resolved.
+
+    Returns
+    -------
+    Resolved
+        The runtime, precision and instruction set used, and a note when ``"auto"`` fell back.
 
     Raises
     ------
@@ -234,6 +260,16 @@ def class_min_cosine(numerical_class: str) -> float:
 
     The instruction-set suffix is ignored (``"openvino-bf16-amx"`` uses ``"openvino-bf16"``);
     an unknown class gets the conservative 0.9999.
+
+    Parameters
+    ----------
+    numerical_class : str
+        ``"<runtime>-<precision>[-<isa>]"``.
+
+    Returns
+    -------
+    float
+        Minimum cosine between two replicas' vectors of one tile for them to agree.
     """
     base = "-".join(numerical_class.split("-")[:2])
     return CLASS_MIN_COSINE.get(base, 0.9999)
@@ -244,6 +280,11 @@ def runnable_classes() -> tuple[str, ...]:
 
     A volunteer advertises these (one Dask worker resource each) so that replicas of one unit
     are placed within one class. int8 is left out: it needs calibration tiles at load.
+
+    Returns
+    -------
+    tuple of str
+        Numerical class names (``"openvino-fp32"``, ``"torch-bf16-amx"``...).
     """
     out = []
     for runtime in installed_runtimes():
@@ -254,7 +295,13 @@ def runnable_classes() -> tuple[str, ...]:
 
 
 def class_resources() -> dict[str, float]:
-    """Dask worker resources advertising :func:`runnable_classes`: ``{"class-<cls>": 1}``."""
+    """Dask worker resources advertising :func:`runnable_classes`: ``{"class-<cls>": 1}``.
+
+    Returns
+    -------
+    dict of str to float
+        One resource per runnable class, each 1.0.
+    """
     return {f"class-{cls}": 1.0 for cls in runnable_classes()}
 
 
@@ -267,6 +314,11 @@ def config_for_class(numerical_class: str, **changes) -> EmbedConfig:
         E.g. ``"openvino-fp32"`` or ``"torch-bf16-amx"`` (see :func:`numerical_class`).
     **changes
         Other :class:`EmbedConfig` fields (``threads``, ``batch_size``...).
+
+    Returns
+    -------
+    EmbedConfig
+        With the class's runtime and precision.
 
     Raises
     ------

@@ -149,7 +149,18 @@ class EmbeddingStore:
         return f"units/{quote(unit_key, safe='')}.json"
 
     def has(self, unit_key: str) -> bool:
-        """Whether the vectors of ``unit_key`` are stored (whole)."""
+        """Whether the vectors of ``unit_key`` are stored (whole).
+
+        Parameters
+        ----------
+        unit_key : str
+            The work unit's key (as in :meth:`tiling.TileStore.units`).
+
+        Returns
+        -------
+        bool
+            True once the unit's record exists (it is written after its vectors).
+        """
         return self.root.exists(self._record_key(unit_key))
 
     def revoke(self, unit_key: str) -> bool:
@@ -173,7 +184,13 @@ class EmbeddingStore:
         return existed
 
     def unit_keys(self) -> list[str]:
-        """Keys of every stored unit, sorted."""
+        """Keys of every stored unit, sorted.
+
+        Returns
+        -------
+        list of str
+            Unit keys whose record exists.
+        """
         keys = []
         for key in self.root.list("units/"):
             if key.endswith(".json"):
@@ -268,7 +285,22 @@ class EmbeddingStore:
         return digest
 
     def record(self, unit_key: str) -> UnitRecord:
-        """The stored record of ``unit_key`` (without the vectors)."""
+        """The stored record of ``unit_key`` (without the vectors).
+
+        Parameters
+        ----------
+        unit_key : str
+            The work unit's key.
+
+        Returns
+        -------
+        UnitRecord
+
+        Raises
+        ------
+        EmbeddingStoreError
+            If the unit is not stored, or its record is unreadable.
+        """
         try:
             raw = json.loads(self.root.get(self._record_key(unit_key)))
             return UnitRecord(
@@ -288,6 +320,17 @@ class EmbeddingStore:
 
     def read(self, unit_key: str) -> tuple[UnitRecord, np.ndarray]:
         """Record and vectors (float32, shape (N, D)) of one unit, checked against its sha256.
+
+        Parameters
+        ----------
+        unit_key : str
+            The work unit's key.
+
+        Returns
+        -------
+        record : UnitRecord
+        vectors : numpy.ndarray of float32, shape (N, D)
+            One L2-normalised vector per tile, in ``record.tile_ids`` order.
 
         Raises
         ------
@@ -311,7 +354,17 @@ class EmbeddingStore:
         return rec, np.frombuffer(data, dtype="<f4").reshape(n, d).astype(np.float32)
 
     def records(self) -> list[UnitRecord]:
-        """Records of every unit, sorted by unit key."""
+        """Records of every unit, sorted by unit key.
+
+        Returns
+        -------
+        list of UnitRecord
+
+        Raises
+        ------
+        EmbeddingStoreError
+            If a record is unreadable.
+        """
         return [self.record(k) for k in self.unit_keys()]
 
     def read_all(self) -> tuple[list[str], np.ndarray, list[tuple[str, ...]]]:
@@ -345,7 +398,13 @@ class EmbeddingStore:
         return ids, vectors, vols
 
     def model_info(self) -> dict[str, Any] | None:
-        """The ``model.json`` description written with the store, if any."""
+        """The ``model.json`` description written with the store, if any.
+
+        Returns
+        -------
+        dict of str to Any or None
+            The model's description (as :func:`describe` gives it), or None if absent.
+        """
         try:
             return json.loads(self.root.get("model.json"))
         except StoreNotFoundError:
