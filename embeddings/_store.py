@@ -330,7 +330,7 @@ class EmbeddingStore:
         -------
         record : UnitRecord
         vectors : numpy.ndarray of float32, shape (N, D)
-            One L2-normalised vector per tile, in ``record.tile_ids`` order.
+            One vector per tile (finite; as written), in ``record.tile_ids`` order.
 
         Raises
         ------
