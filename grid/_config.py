@@ -144,7 +144,20 @@ class GridConfig:
         return max(1, min(int(self.replica_timeout + self.url_margin), 7 * 24 * 3600))
 
     def transfer_mode(self, *, local: bool, remote: bool) -> str:
-        """The transfer used by a run (see ``transfer``); ``remote``: the tile store is on S3."""
+        """The transfer used by a run (see ``transfer``); ``remote``: the tile store is on S3.
+
+        Parameters
+        ----------
+        local : bool
+            The run uses the local cluster :func:`grid.run_units` starts itself.
+        remote : bool
+            The tile store is under ``s3://``.
+
+        Returns
+        -------
+        str
+            ``"direct"``, ``"presigned"`` or ``"endpoint"``.
+        """
         if self.presigned_urls:
             return "presigned"
         if self.transfer != "auto":
@@ -154,17 +167,40 @@ class GridConfig:
         return "presigned" if remote else "endpoint"
 
     def quorum(self, local: bool) -> int:
-        """The effective minimum quorum (see ``min_quorum``)."""
+        """The effective minimum quorum (see ``min_quorum``).
+
+        Parameters
+        ----------
+        local : bool
+            The run uses the local cluster :func:`grid.run_units` starts itself.
+
+        Returns
+        -------
+        int
+            ``min_quorum`` if set, else 1 locally and 2 on any other cluster.
+        """
         if self.min_quorum is not None:
             return self.min_quorum
         return 1 if local else 2
 
     def as_dict(self) -> dict:
-        """All parameters as a JSON-serialisable dict."""
+        """All parameters as a JSON-serialisable dict.
+
+        Returns
+        -------
+        dict
+        """
         return asdict(self)
 
     def digest(self) -> str:
-        """sha256 of the parameters that change which vectors are accepted (hex)."""
+        """sha256 of the parameters that change which vectors are accepted (hex).
+
+        Returns
+        -------
+        str
+            64 hex digits over ``min_quorum``, ``max_replicas``, ``min_cosine`` and
+            ``dispute_margin``.
+        """
         keys = ("min_quorum", "max_replicas", "min_cosine", "dispute_margin")
         text = json.dumps({k: getattr(self, k) for k in keys}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()
@@ -174,6 +210,11 @@ class GridConfig:
 
         Both the local cluster of :func:`grid.run_units` and ``hubcat grid scheduler`` take them
         from here, so the grid's defaults are written once.
+
+        Returns
+        -------
+        dict
+            ``distributed.scheduler.allowed-failures`` and ``distributed.scheduler.worker-ttl``.
         """
         return {
             "distributed.scheduler.allowed-failures": self.allowed_failures,
@@ -182,5 +223,11 @@ class GridConfig:
 
     @classmethod
     def field_names(cls) -> list[str]:
-        """Names of every parameter."""
+        """Names of every parameter.
+
+        Returns
+        -------
+        list of str
+            The dataclass fields, in order.
+        """
         return [f.name for f in fields(cls)]

@@ -40,7 +40,20 @@ GENESIS = "0" * 64
 
 
 def cobblestones(tiles: int, flop_per_forward: float) -> float:
-    """Credit for embedding ``tiles`` tiles (8 augmentations each), in cobblestones."""
+    """Credit for embedding ``tiles`` tiles (8 augmentations each), in cobblestones.
+
+    Parameters
+    ----------
+    tiles : int
+        Tiles embedded.
+    flop_per_forward : float
+        Floating-point operations of one forward pass of the network on one tile.
+
+    Returns
+    -------
+    float
+        Cobblestones: 200 per day of a 1 GFLOP/s machine.
+    """
     return tiles * AUGMENTATIONS_PER_TILE * flop_per_forward * 200.0 / 86400e9
 
 
@@ -57,6 +70,13 @@ class VolunteerSummary:
     last_seen: float = 0.0
 
     def as_dict(self) -> dict:
+        """The summary as a JSON-ready dict.
+
+        Returns
+        -------
+        dict
+            Every field.
+        """
         return dict(self.__dict__)
 
 
@@ -86,6 +106,13 @@ class LedgerReport:
         return not self.unsigned and self.broken_at is None
 
     def as_dict(self) -> dict:
+        """The report as a JSON-ready dict.
+
+        Returns
+        -------
+        dict
+            Every field plus ``ok``.
+        """
         return {**self.__dict__, "ok": self.ok}
 
 
@@ -93,6 +120,11 @@ def default_ledger_key() -> Path:
     """The ledger key of runs without a grid directory.
 
     ``$HUBCAT_LEDGER_KEY`` when set, else ``~/.hubcat/ledger.key`` (made on first use).
+
+    Returns
+    -------
+    Path
+        The key file's path (``~`` expanded); this function does not create it.
     """
     env = os.environ.get("HUBCAT_LEDGER_KEY")
     return Path(env).expanduser() if env else Path("~/.hubcat/ledger.key").expanduser()
@@ -161,7 +193,14 @@ class CreditLedger:
         self._entries: list[dict] | None = None
 
     def entries(self) -> list[dict]:
-        """Every entry in the folder, in order, signed or not (see :meth:`verified_entries`)."""
+        """Every entry in the folder, in order, signed or not (see :meth:`verified_entries`).
+
+        Returns
+        -------
+        list of dict
+            Entries sorted by key (sequence number); an unreadable object becomes
+            ``{"seq": -1, ..., "unreadable": key}``. Read once, then cached.
+        """
         if self._entries is None:
             keys = sorted(k for k in self.store.list() if k.endswith(".json"))
             out = []
@@ -175,7 +214,19 @@ class CreditLedger:
         return list(self._entries)
 
     def signed(self, entry: dict) -> bool:
-        """Whether ``entry`` carries a valid signature of the operator's ledger key."""
+        """Whether ``entry`` carries a valid signature of the operator's ledger key.
+
+        Parameters
+        ----------
+        entry : dict
+            A ledger entry as stored (with ``hash`` and base64 ``sig``).
+
+        Returns
+        -------
+        bool
+            True only if the Ed25519 signature over the entry's body verifies and its ``hash``
+            matches its contents; False without a public key.
+        """
         from cryptography.exceptions import InvalidSignature
 
         if self.public_key is None or not isinstance(entry.get("sig"), str):
@@ -188,7 +239,13 @@ class CreditLedger:
         return entry.get("hash") == _hash(entry)
 
     def verified_entries(self) -> list[dict]:
-        """The entries whose signature verifies (the only ones that count)."""
+        """The entries whose signature verifies (the only ones that count).
+
+        Returns
+        -------
+        list of dict
+            Those :meth:`entries` for which :meth:`signed` is True, in order.
+        """
         return [e for e in self.entries() if self.signed(e)]
 
     def append(
@@ -203,6 +260,29 @@ class CreditLedger:
         model_digest: str = "",
     ) -> dict:
         """Append one signed entry (``event`` is ``"valid"``, ``"invalid"`` or ``"revoked"``).
+
+        Parameters
+        ----------
+        volunteer : str
+            The volunteer's name (certificate CN).
+        event : str
+            ``"valid"``, ``"invalid"`` or ``"revoked"``.
+        unit : str
+            Key of the work unit concerned.
+        tiles : int
+            Tiles credited (``"valid"``) or withdrawn (``"revoked"``).
+        credit : float
+            Credit in cobblestones (see :func:`cobblestones`).
+        reason : str
+            Why, for ``"invalid"`` and ``"revoked"`` entries.
+        model_digest : str
+            Digest of the model the unit was embedded with.
+
+        Returns
+        -------
+        dict
+            The stored entry: the fields above plus ``seq``, ``time`` (Unix seconds), ``prev``
+            (the previous entry's hash), ``hash`` and ``sig``.
 
         Raises
         ------
@@ -238,7 +318,14 @@ class CreditLedger:
         return entry
 
     def check(self) -> LedgerReport:
-        """Signatures and hash chain of every entry (re-read from the store)."""
+        """Signatures and hash chain of every entry (re-read from the store).
+
+        Returns
+        -------
+        LedgerReport
+            Entry and verified counts, the indices of unsigned entries and the first index
+            where the chain breaks (a removed or reordered entry), if any.
+        """
         self._entries = None
         report = LedgerReport()
         prev = GENESIS
@@ -287,7 +374,13 @@ class CreditLedger:
 
     def summary(self) -> dict[str, VolunteerSummary]:
         """Per-volunteer totals (valid, invalid, tiles, credit, current streak), from the
-        entries whose signature verifies only."""
+        entries whose signature verifies only.
+
+        Returns
+        -------
+        dict of str to VolunteerSummary
+            Keyed by volunteer name.
+        """
         out: dict[str, VolunteerSummary] = defaultdict(lambda: VolunteerSummary(""))
         for e in self.verified_entries():
             s = out[e["volunteer"]]
@@ -306,12 +399,29 @@ class CreditLedger:
         return dict(out)
 
     def streak(self, volunteer: str) -> int:
-        """Consecutive valid results of ``volunteer`` since its last invalid one."""
+        """Consecutive valid results of ``volunteer`` since its last invalid one.
+
+        Parameters
+        ----------
+        volunteer : str
+            The volunteer's name.
+
+        Returns
+        -------
+        int
+            0 for an unknown volunteer.
+        """
         s = self.summary().get(volunteer)
         return s.streak if s else 0
 
     def caught(self) -> set[str]:
-        """Volunteers with at least one signed ``invalid`` entry."""
+        """Volunteers with at least one signed ``invalid`` entry.
+
+        Returns
+        -------
+        set of str
+            Volunteer names.
+        """
         return {e["volunteer"] for e in self.verified_entries() if e.get("event") == "invalid"}
 
 

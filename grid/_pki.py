@@ -71,6 +71,12 @@ def peer_identity(peercert: dict | None) -> PeerIdentity | None:
     ----------
     peercert : dict or None
         The decoded, already CA-verified peer certificate.
+
+    Returns
+    -------
+    PeerIdentity or None
+        CN, role (the OU), serial and expiry; None without a certificate or when its serial
+        or expiry cannot be read.
     """
     if not peercert:
         return None
@@ -118,7 +124,26 @@ class Enrollment:
         memory_limit: str = "4GiB",
         lifetime: str = "8h",
     ) -> str:
-        """The exact ``dask worker`` command the volunteer runs (one line)."""
+        """The exact ``dask worker`` command the volunteer runs (one line).
+
+        Parameters
+        ----------
+        scheduler : str
+            The scheduler's address (``tls://host:8786``).
+        nthreads : int
+            Threads the volunteer gives.
+        memory_limit : str
+            Dask memory limit of the worker (``"4GiB"``).
+        lifetime : str
+            How long the worker runs before leaving gracefully (``"8h"``).
+
+        Returns
+        -------
+        str
+            A shell command: ``DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION=True dask worker ...``
+            with the volunteer's TLS files, ``--name`` equal to its certificate CN, no nanny and
+            the :mod:`grid.volunteer` preload.
+        """
         args = [
             "dask",
             "worker",
@@ -184,6 +209,11 @@ class GridAuthority:
         days : int
             Validity of the CA, scheduler and operator certificates (days).
 
+        Returns
+        -------
+        GridAuthority
+            The new authority (also holding the ledger key pair and an empty register).
+
         Raises
         ------
         EnrollmentError
@@ -244,7 +274,17 @@ class GridAuthority:
     @classmethod
     def open(cls, directory: str | os.PathLike[str]) -> GridAuthority:
         """Open an existing grid directory (one made before the ``scheduler/`` folder existed
-        is brought up to date: its scheduler certificate moves there)."""
+        is brought up to date: its scheduler certificate moves there).
+
+        Parameters
+        ----------
+        directory : path-like
+            The operator's grid directory (made by :meth:`init`), or a scheduler's folder.
+
+        Returns
+        -------
+        GridAuthority
+        """
         auth = cls(directory)
         if (auth.directory / "ca.key").exists():
             auth._upgrade()
@@ -281,7 +321,13 @@ class GridAuthority:
         return self.directory / "ledger.key"
 
     def secrets_present(self) -> list[str]:
-        """Operator secrets found in this directory (must be empty for a scheduler folder)."""
+        """Operator secrets found in this directory (must be empty for a scheduler folder).
+
+        Returns
+        -------
+        list of str
+            Those of ``ca.key``, ``operator.key`` and ``ledger.key`` that exist here.
+        """
         return [name for name in OPERATOR_SECRETS if (self.directory / name).exists()]
 
     # -- paths --------------------------------------------------------------------------
@@ -290,7 +336,24 @@ class GridAuthority:
         return self.directory / "ca.pem"
 
     def cert_files(self, role: str) -> tuple[Path, Path]:
-        """``(cert, key)`` of ``"operator"`` or ``"scheduler"``."""
+        """``(cert, key)`` of ``"operator"`` or ``"scheduler"``.
+
+        Parameters
+        ----------
+        role : str
+            ``"operator"`` or ``"scheduler"``.
+
+        Returns
+        -------
+        tuple of (Path, Path)
+            The PEM certificate and private key files.
+
+        Raises
+        ------
+        EnrollmentError
+            If ``role`` is another value, or the operator's files are asked of a scheduler's
+            folder.
+        """
         if role not in ("operator", "scheduler"):
             msg = f"role {role!r} has no certificate here; expected 'operator' or 'scheduler'"
             raise EnrollmentError(msg)
@@ -306,6 +369,21 @@ class GridAuthority:
         For the operator this also installs the grid's wire in this process
         (:func:`grid._wire.install_wire`): the client then refuses a scheduler that does not
         present the *scheduler* certificate, and accepts no incoming connection.
+
+        Parameters
+        ----------
+        role : str
+            ``"operator"`` (client certificate) or ``"scheduler"`` (scheduler certificate).
+
+        Returns
+        -------
+        distributed.Security
+            With this grid's CA and ``require_encryption=True``.
+
+        Raises
+        ------
+        EnrollmentError
+            As :meth:`cert_files`.
         """
         from distributed import Security
 
@@ -327,7 +405,14 @@ class GridAuthority:
 
     # -- register -----------------------------------------------------------------------
     def register(self) -> dict:
-        """The register of enrolled volunteers (``{"volunteers": {name: {...}}}``)."""
+        """The register of enrolled volunteers (``{"volunteers": {name: {...}}}``).
+
+        Returns
+        -------
+        dict
+            Read from the directory's register file on each call; each volunteer's entry holds
+            its certificate ``serial``, and ``revoked`` once revoked.
+        """
         return json.loads((self.directory / REGISTER).read_text())
 
     def _save_register(self, reg: dict) -> None:
@@ -342,7 +427,13 @@ class GridAuthority:
             os.replace(tmp, path)
 
     def accounts(self) -> dict[str, str]:
-        """Each enrolled volunteer's enrolment account (the person or organisation behind it)."""
+        """Each enrolled volunteer's enrolment account (the person or organisation behind it).
+
+        Returns
+        -------
+        dict of str to str
+            Volunteer name to account; a volunteer enrolled without one is its own account.
+        """
         return {
             name: str(entry.get("account") or name)
             for name, entry in self.register()["volunteers"].items()
@@ -390,7 +481,18 @@ class GridAuthority:
         return self._issue(name, "volunteer", days=days, account=account)
 
     def revoke(self, name: str) -> None:
-        """Refuse volunteer ``name`` from now on (its certificate stays valid for TLS only)."""
+        """Refuse volunteer ``name`` from now on (its certificate stays valid for TLS only).
+
+        Parameters
+        ----------
+        name : str
+            The enrolled volunteer's name.
+
+        Raises
+        ------
+        EnrollmentError
+            If no volunteer of that name is enrolled.
+        """
         reg = self.register()
         if name not in reg["volunteers"]:
             msg = f"no volunteer named {name!r} is enrolled; `hubcat grid status` lists them"
@@ -399,7 +501,21 @@ class GridAuthority:
         self._save_register(reg)
 
     def check_volunteer(self, ident: PeerIdentity | None, name: str | None) -> str | None:
-        """Why volunteer ``ident`` may not join as worker ``name`` (``None`` when it may)."""
+        """Why volunteer ``ident`` may not join as worker ``name`` (``None`` when it may).
+
+        Parameters
+        ----------
+        ident : PeerIdentity or None
+            The identity of the connection's verified certificate (:func:`peer_identity`).
+        name : str or None
+            The worker's ``--name``.
+
+        Returns
+        -------
+        str or None
+            The reason for refusing (no certificate, not a volunteer role, name differs from
+            the CN, not enrolled, not the current certificate, revoked, expired), or None.
+        """
         if ident is None:
             return "no client certificate was presented"
         if ident.role != "volunteer":

@@ -53,6 +53,36 @@ def scheduler_argv(
     TLS is required, the :mod:`grid.gate` preload admits enrolled volunteers and the operator,
     and ``distributed.scheduler.blocked-handlers`` lists :data:`grid._boundary.BLOCKED_HANDLERS`.
     The scheduler is given only the grid directory's ``scheduler/`` folder.
+
+    Parameters
+    ----------
+    authority : GridAuthority
+        The grid directory (its CA and scheduler certificate).
+    host : str
+        Interface the scheduler listens on.
+    port : int
+        TLS port of the scheduler.
+    dashboard : str
+        ``host:port`` of the dashboard.
+    scheduler_file : Path or None
+        Where the scheduler writes its address (``--scheduler-file``), if anywhere.
+    config : GridConfig or None
+        The grid's parameters; None: ``GridConfig()``.
+    **settings
+        :class:`GridConfig` fields replacing those of ``config``.
+
+    Returns
+    -------
+    argv : list of str
+        The command (``python -m dask scheduler ...``).
+    env : dict of str to str
+        ``DASK_*`` variables carrying the configuration, and ``HUBCAT_GRID_DIR``; to be
+        added to :func:`scheduler_environment`.
+
+    Raises
+    ------
+    TypeError
+        If a name in ``settings`` is not a :class:`GridConfig` field.
     """
     cert, key = authority.cert_files("scheduler")
     argv = [
@@ -90,6 +120,16 @@ def scheduler_environment(extra: dict[str, str]) -> dict[str, str]:
 
     ``HUBCAT_*`` variables (signing and ledger key paths, the grid directory) and cloud
     credentials are left out, so nothing in the scheduler's environment leads to a secret.
+
+    Parameters
+    ----------
+    extra : dict of str to str
+        Variables to add (those :func:`scheduler_argv` returns).
+
+    Returns
+    -------
+    dict of str to str
+        ``os.environ`` without ``HUBCAT_*`` and ``AWS_*`` variables, updated with ``extra``.
     """
     drop = ("HUBCAT_", "AWS_")
     env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}

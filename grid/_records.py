@@ -55,22 +55,53 @@ class UnitRecords:
     ``disputed``), ``replicas`` (``{replica_id: {worker, status, reason, sha256, kind}}``, status
     one of ``running``, ``valid``, ``invalid``, ``failed``, ``lost``) and ``accepted``
     (``{replica, sha256, volunteers, single}`` once accepted).
+
+    Parameters
+    ----------
+    store : ObjectStore
+        The folder holding ``units/``.
     """
 
     def __init__(self, store: ObjectStore) -> None:
         self.store = store
 
     def get(self, unit_key: str) -> dict | None:
+        """The record of one unit.
+
+        Parameters
+        ----------
+        unit_key : str
+            The work unit's key.
+
+        Returns
+        -------
+        dict or None
+            The record, or None when the unit has none yet.
+        """
         try:
             return json.loads(self.store.get(f"units/{slug(unit_key)}.json"))
         except StoreNotFoundError:
             return None
 
     def put(self, record: dict) -> None:
+        """Write (replace) a unit's record, atomically.
+
+        Parameters
+        ----------
+        record : dict
+            The record; its ``unit_key`` names the object.
+        """
         data = json.dumps(record, sort_keys=True, indent=1).encode()
         self.store.put(f"units/{slug(record['unit_key'])}.json", data)
 
     def all(self) -> list[dict]:
+        """Every unit's record.
+
+        Returns
+        -------
+        list of dict
+            In key order.
+        """
         out = []
         for key in self.store.list("units/"):
             if key.endswith(".json"):
@@ -78,7 +109,13 @@ class UnitRecords:
         return out
 
     def counts(self) -> dict[str, int]:
-        """Number of units per state."""
+        """Number of units per state.
+
+        Returns
+        -------
+        dict of str to int
+            Every state (``pending``, ``accepted``, ``disputed``) with its count, 0 included.
+        """
         counts = dict.fromkeys(STATES, 0)
         for rec in self.all():
             counts[rec.get("state", "pending")] = counts.get(rec.get("state", "pending"), 0) + 1
@@ -103,22 +140,63 @@ class GridArea:
             self.base = open_object_store(str(getattr(tile_store, "uri", tile_store)))
 
     def run_root(self, model_digest: str) -> ObjectStore:
-        """The folder of one model's runs: ``grid/<model digest>/``."""
+        """The folder of one model's runs: ``grid/<model digest>/``.
+
+        Parameters
+        ----------
+        model_digest : str
+            The model's digest (hex).
+
+        Returns
+        -------
+        ObjectStore
+
+        Raises
+        ------
+        ValueError
+            If ``model_digest`` is empty or contains ``/``.
+        """
         if not model_digest or "/" in model_digest:
             msg = f"a model digest names one folder, got {model_digest!r}"
             raise ValueError(msg)
         return self.base.child(f"grid/{model_digest}")
 
     def records(self, model_digest: str) -> UnitRecords:
-        """The unit records of one model (``grid/<model digest>/units/``)."""
+        """The unit records of one model (``grid/<model digest>/units/``).
+
+        Parameters
+        ----------
+        model_digest : str
+            The model's digest (hex).
+
+        Returns
+        -------
+        UnitRecords
+
+        Raises
+        ------
+        ValueError
+            As :meth:`run_root`.
+        """
         return UnitRecords(self.run_root(model_digest))
 
     def ledger_store(self) -> ObjectStore:
-        """Where the signed credit ledger lives (``grid/ledger/``)."""
+        """Where the signed credit ledger lives (``grid/ledger/``).
+
+        Returns
+        -------
+        ObjectStore
+        """
         return self.base.child(self.LEDGER)
 
     def model_digests(self) -> list[str]:
-        """Digests of the models the grid has run units of, sorted."""
+        """Digests of the models the grid has run units of, sorted.
+
+        Returns
+        -------
+        list of str
+            Folder names under ``grid/``, the ledger's excepted.
+        """
         return sorted(
             {
                 key.split("/")[1]

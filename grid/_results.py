@@ -43,12 +43,43 @@ class ResultStore:
 
     @staticmethod
     def keys(unit_slug: str, replica: str) -> tuple[str, str]:
-        """Object keys ``(vectors, receipt)`` of one replica."""
+        """Object keys ``(vectors, receipt)`` of one replica.
+
+        Parameters
+        ----------
+        unit_slug : str
+            File-name-safe form of the unit key.
+        replica : str
+            The replica's id.
+
+        Returns
+        -------
+        tuple of (str, str)
+            ``<unit_slug>/<replica>.f32`` and ``<unit_slug>/<replica>.json``.
+        """
         return f"{unit_slug}/{replica}.f32", f"{unit_slug}/{replica}.json"
 
     @staticmethod
     def write(store: ObjectStore, unit_slug: str, replica: str, vectors: np.ndarray) -> tuple:
-        """Write a replica's vectors and receipt (worker side); return ``(sha256, shape, dtype)``."""
+        """Write a replica's vectors and receipt (worker side); return ``(sha256, shape, dtype)``.
+
+        Parameters
+        ----------
+        store : ObjectStore
+            The result store (or a store reached through the replica's write capability).
+        unit_slug : str
+            File-name-safe form of the unit key.
+        replica : str
+            The replica's id.
+        vectors : numpy.ndarray, shape (N, D)
+            The replica's vectors; written as float32 little-endian C-order bytes.
+
+        Returns
+        -------
+        tuple
+            ``(sha256, shape, dtype)``: hex digest of the written bytes, ``vectors.shape`` as
+            a tuple of int, and ``"<f4"``.
+        """
         data = np.ascontiguousarray(vectors, dtype="<f4").tobytes()
         sha = hashlib.sha256(data).hexdigest()
         shape = tuple(int(s) for s in vectors.shape)
@@ -68,6 +99,13 @@ class ResultStore:
         max_bytes : int or None
             Largest vector object accepted: its size is checked before it is read, so an
             oversized result costs the operator no memory.
+
+        Returns
+        -------
+        receipt : dict
+            The receipt's JSON object (not yet checked against the bytes).
+        data : bytes
+            The vector bytes.
 
         Raises
         ------
@@ -99,6 +137,20 @@ class ResultStore:
     def parse(raw: bytes, data: bytes, label: str) -> tuple[dict, bytes]:
         """A receipt's JSON object and the vector bytes, as :meth:`read` returns them.
 
+        Parameters
+        ----------
+        raw : bytes
+            The receipt's bytes.
+        data : bytes
+            The vector bytes (passed through).
+        label : str
+            What the error messages call the result (``"replica r1 of unit ..."``).
+
+        Returns
+        -------
+        receipt : dict
+        data : bytes
+
         Raises
         ------
         InvalidResultError
@@ -117,6 +169,15 @@ class ResultStore:
         return receipt, data
 
     def delete(self, unit_slug: str, replica: str) -> None:
+        """Delete one replica's vectors and receipt (missing objects are not an error).
+
+        Parameters
+        ----------
+        unit_slug : str
+            File-name-safe form of the unit key.
+        replica : str
+            The replica's id.
+        """
         for key in self.keys(unit_slug, replica):
             self.store.delete(key)
 
@@ -186,7 +247,18 @@ def check_replica(
 
 
 def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Cosine similarity of each row of ``a`` with the same row of ``b`` (float64, shape (N,))."""
+    """Cosine similarity of each row of ``a`` with the same row of ``b`` (float64, shape (N,)).
+
+    Parameters
+    ----------
+    a, b : numpy.ndarray, shape (N, D)
+        Vectors, computed in float64.
+
+    Returns
+    -------
+    numpy.ndarray of float64, shape (N,)
+        0 for a row where either vector is zero.
+    """
     a = a.astype(np.float64)
     b = b.astype(np.float64)
     num = np.einsum("ij,ij->i", a, b)
@@ -195,7 +267,20 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def agree(a: np.ndarray, b: np.ndarray, min_cosine: float) -> bool:
-    """Whether every tile's vectors in ``a`` and ``b`` have cosine >= ``min_cosine``."""
+    """Whether every tile's vectors in ``a`` and ``b`` have cosine >= ``min_cosine``.
+
+    Parameters
+    ----------
+    a, b : numpy.ndarray, shape (N, D)
+        Two replicas' vectors of the same tiles, in the same order.
+    min_cosine : float
+        Smallest cosine accepted for each tile.
+
+    Returns
+    -------
+    bool
+        False when the shapes differ; True for two empty arrays.
+    """
     if a.shape != b.shape:
         return False
     return bool(a.shape[0] == 0 or cosines(a, b).min() >= min_cosine)

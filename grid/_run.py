@@ -66,6 +66,13 @@ class GridReport:
         return self.replicas_run / self.units_accepted if self.units_accepted else 0.0
 
     def as_dict(self) -> dict:
+        """The report as a JSON-ready dict.
+
+        Returns
+        -------
+        dict
+            Every field, plus ``replicas_per_accepted_unit`` rounded to 4 decimals.
+        """
         out = asdict(self)
         out["replicas_per_accepted_unit"] = round(self.replicas_per_accepted_unit, 4)
         return out

@@ -102,7 +102,13 @@ def grid_status(tile_store_uri, *, grid_dir=None, public_key=None) -> dict:
 
 
 def render_status(status: dict) -> None:
-    """Print :func:`grid_status` as tables."""
+    """Print :func:`grid_status` as tables.
+
+    Parameters
+    ----------
+    status : dict
+        As :func:`grid_status` returns it: units per model digest, volunteers, ledger check.
+    """
     from rich.console import Console
     from rich.table import Table
 
