@@ -100,6 +100,8 @@ def prepare_image(
         Apply the asinh stretch (``None``: only if some valid value lies outside [0, 1]).
     percentiles, asinh_a
         Stretch parameters (the tiler's).
+    where : str
+        What the error messages call the image (``"query image"``).
 
     Returns
     -------

@@ -127,7 +127,13 @@ class RunSummary:
 
     # -- output ---------------------------------------------------------------------------------
     def to_dict(self) -> dict:
-        """A JSON-ready dict (counts, lists with reasons, times, ``merkle_root`` hex)."""
+        """A JSON-ready dict (counts, lists with reasons, times, ``merkle_root`` hex).
+
+        Returns
+        -------
+        dict
+            Every field, plus ``counts`` (sources, done, skipped, failed) and ``ok``.
+        """
         d = asdict(self)
         d["counts"] = {
             "sources": len(self.sources),
@@ -139,11 +145,29 @@ class RunSummary:
         return d
 
     def to_json(self) -> str:
-        """One JSON object on one line."""
+        """One JSON object on one line.
+
+        Returns
+        -------
+        str
+            :meth:`to_dict` as JSON with sorted keys.
+        """
         return json.dumps(self.to_dict(), sort_keys=True)
 
     def render(self, width: int = 110) -> str:
-        """The summary as text tables (what ``hubcat run`` prints at the end)."""
+        """The summary as text tables (what ``hubcat run`` prints at the end).
+
+        Parameters
+        ----------
+        width : int
+            Width of the text, in characters.
+
+        Returns
+        -------
+        str
+            Plain text (no colour codes): a table of sources, a table of totals, then one line
+            per failed unit; no trailing newline.
+        """
         from rich.console import Console
 
         buf = io.StringIO()

@@ -32,10 +32,24 @@ def _model_slug(name: str, digest: str) -> str:
 
 
 def model_versions(catalogue: str | os.PathLike[str]) -> list[dict]:
-    """The model versions of a catalogue: the first model's at its root, later ones (made by
-    :func:`reprocess_catalogue`) under ``models/<name>-<digest>/``. Each entry: ``version``,
-    ``model``, ``model_digest``, ``weights_sha256``, ``catalogue`` (URI), ``created``,
-    ``merkle_root``."""
+    """The model versions of a catalogue.
+
+    The first model's catalogue is at its root; later ones (made by :func:`reprocess_catalogue`)
+    under ``models/<name>-<digest>/``.
+
+    Parameters
+    ----------
+    catalogue : str or path-like
+        The catalogue's folder or ``s3://`` URI (the run's output).
+
+    Returns
+    -------
+    list of dict
+        One entry per version, oldest first: ``version``, ``model``, ``model_digest``,
+        ``weights_sha256``, ``catalogue`` (URI), ``created``, ``merkle_root``. Read from
+        ``models.json``, else built from the root catalogue's manifest; empty when there is
+        neither.
+    """
 
     from hubcat.errors import StoreNotFoundError
 

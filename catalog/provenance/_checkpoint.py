@@ -110,6 +110,17 @@ class VerifierKey:
     def parse(cls, text: str, source: str = "verifier key") -> VerifierKey:
         """Parse verifier key text ``<name>+<hash hex>+<base64(0x01 || key)>``.
 
+        Parameters
+        ----------
+        text : str
+            The key text (surrounding whitespace is ignored).
+        source : str
+            What error messages call the text (a file name).
+
+        Returns
+        -------
+        VerifierKey
+
         Raises
         ------
         SigningKeyError
@@ -140,7 +151,19 @@ class VerifierKey:
         return key
 
     def verify(self, message: bytes, signature: bytes) -> bool:
-        """Whether ``signature`` is this key's Ed25519 signature of ``message``."""
+        """Whether ``signature`` is this key's Ed25519 signature of ``message``.
+
+        Parameters
+        ----------
+        message : bytes
+            The signed bytes.
+        signature : bytes
+            The 64-byte Ed25519 signature (without the 4-byte key hash).
+
+        Returns
+        -------
+        bool
+        """
         try:
             Ed25519PublicKey.from_public_bytes(self.public).verify(signature, message)
         except InvalidSignature:
@@ -188,12 +211,35 @@ class SigningKey:
         return f"PRIVATE+KEY+{self.name}+{self.verifier.key_hash.hex()}+{blob}"
 
     def sign(self, message: bytes) -> bytes:
-        """Ed25519 signature (64 bytes) of ``message``."""
+        """Ed25519 signature (64 bytes) of ``message``.
+
+        Parameters
+        ----------
+        message : bytes
+            The bytes to sign.
+
+        Returns
+        -------
+        bytes
+            The 64-byte signature.
+        """
         return self._private.sign(message)
 
     @classmethod
     def parse(cls, text: str, source: str = "signing key") -> SigningKey:
         """Parse ``PRIVATE+KEY+...`` text or a PEM (PKCS#8) Ed25519 private key.
+
+        Parameters
+        ----------
+        text : str
+            ``PRIVATE+KEY+<name>+<hash hex>+<base64>`` (as ``hubcat keygen`` writes it), or an
+            unencrypted PEM key (which gets the default key name).
+        source : str
+            What error messages call the text (a file name).
+
+        Returns
+        -------
+        SigningKey
 
         Raises
         ------
@@ -242,7 +288,22 @@ class SigningKey:
 
 
 def generate_signing_key(name: str = DEFAULT_KEY_NAME) -> SigningKey:
-    """A new random Ed25519 signing key called ``name``."""
+    """A new random Ed25519 signing key called ``name``.
+
+    Parameters
+    ----------
+    name : str
+        Key name (appears in signature lines): non-empty, without spaces or ``+``.
+
+    Returns
+    -------
+    SigningKey
+
+    Raises
+    ------
+    SigningKeyError
+        If ``name`` is not usable.
+    """
     seed = Ed25519PrivateKey.generate().private_bytes(
         serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
     )
@@ -289,6 +350,15 @@ def write_key_pair(
 ) -> Path:
     """Write ``key`` to ``path`` (mode 0600) and its verifier key to ``path`` + ``.pub``.
 
+    Parameters
+    ----------
+    key : SigningKey
+        The key to write.
+    path : str or path-like
+        The private key file (``~`` expanded; parent folders are created).
+    overwrite : bool
+        Replace existing files.
+
     Returns
     -------
     pathlib.Path
@@ -297,7 +367,7 @@ def write_key_pair(
     Raises
     ------
     SigningKeyError
-        If ``path`` exists and ``overwrite`` is false.
+        If ``path`` or its ``.pub`` file exists and ``overwrite`` is false.
     """
     path = Path(path).expanduser()
     pub = path.with_name(path.name + ".pub")
@@ -320,6 +390,11 @@ def default_key_path() -> Path:
 
     ``$HUBCAT_SIGNING_KEY`` when set, else ``~/.hubcat/hubcat.key`` (public key beside it, in
     ``hubcat.key.pub``).
+
+    Returns
+    -------
+    Path
+        With ``~`` expanded; the file need not exist.
     """
     return Path(os.environ.get("HUBCAT_SIGNING_KEY", "~/.hubcat/hubcat.key")).expanduser()
 
@@ -353,6 +428,15 @@ def load_verifier_key(source: str | os.PathLike[str] | VerifierKey) -> VerifierK
     """A verifier key from a file or text (``<name>+<hash>+<base64>`` or a PEM public key).
 
     A PEM key carries no name (``name`` is None): a signature line of any name then matches it.
+
+    Parameters
+    ----------
+    source : str, path-like or VerifierKey
+        A key file, the key text itself, or a :class:`VerifierKey` (returned as it is).
+
+    Returns
+    -------
+    VerifierKey
 
     Raises
     ------
@@ -436,7 +520,19 @@ class Checkpoint:
         return self.body + "\n" + sigs
 
     def signed(self, key: SigningKey) -> Checkpoint:
-        """This checkpoint with ``key``'s signature added."""
+        """This checkpoint with ``key``'s signature added.
+
+        Parameters
+        ----------
+        key : SigningKey
+            The key that signs the checkpoint's body.
+
+        Returns
+        -------
+        Checkpoint
+            A new checkpoint: the same body, its signatures plus one line by ``key.name``
+            (key hash and Ed25519 signature).
+        """
         sig = key.verifier.key_hash + key.sign(self.body.encode())
         return Checkpoint(
             self.origin,
@@ -447,7 +543,19 @@ class Checkpoint:
         )
 
     def signature_failure(self, key: VerifierKey) -> str | None:
-        """Why this checkpoint is not validly signed by ``key``, or ``None`` if it is."""
+        """Why this checkpoint is not validly signed by ``key``, or ``None`` if it is.
+
+        Parameters
+        ----------
+        key : VerifierKey
+            The expected signer; a nameless (PEM) key matches a signature line of any name.
+
+        Returns
+        -------
+        str or None
+            The reason (no signature, no line by this key, a signature that does not match the
+            text), or None when a signature verifies.
+        """
         if not self.signatures:
             return "the checkpoint carries no signature"
         body = self.body.encode()
@@ -471,7 +579,18 @@ class Checkpoint:
         )
 
     def verify(self, key: VerifierKey) -> None:
-        """Raise :class:`SignatureError` unless ``key`` signed this checkpoint."""
+        """Raise :class:`SignatureError` unless ``key`` signed this checkpoint.
+
+        Parameters
+        ----------
+        key : VerifierKey
+            The expected signer.
+
+        Raises
+        ------
+        SignatureError
+            With the reason :meth:`signature_failure` gives.
+        """
         failure = self.signature_failure(key)
         if failure:
             raise SignatureError(failure, [failure])
@@ -479,6 +598,19 @@ class Checkpoint:
     @classmethod
     def parse(cls, text: str | bytes, source: str = "checkpoint") -> Checkpoint:
         """Parse a checkpoint note (signed or not).
+
+        Parameters
+        ----------
+        text : str or bytes
+            The note: origin, tree size and base64 root lines, optional extension lines, then
+            (if signed) a blank line and ``— <name> <base64>`` signature lines. UTF-8 if bytes.
+        source : str
+            What error messages call the text (a file name).
+
+        Returns
+        -------
+        Checkpoint
+            Its signatures are parsed, not verified (see :meth:`verify`).
 
         Raises
         ------

@@ -62,14 +62,36 @@ _NODE = hashlib.sha256(b"\x01")
 
 
 def hash_leaf(leaf: bytes) -> bytes:
-    """RFC 6962 leaf hash ``SHA-256(0x00 || leaf)`` (32 bytes)."""
+    """RFC 6962 leaf hash ``SHA-256(0x00 || leaf)`` (32 bytes).
+
+    Parameters
+    ----------
+    leaf : bytes
+        The leaf input (a tile's canonical leaf bytes).
+
+    Returns
+    -------
+    bytes
+        The 32-byte leaf hash.
+    """
     h = _LEAF.copy()
     h.update(leaf)
     return h.digest()
 
 
 def hash_children(left: bytes, right: bytes) -> bytes:
-    """RFC 6962 interior node hash ``SHA-256(0x01 || left || right)`` (32 bytes)."""
+    """RFC 6962 interior node hash ``SHA-256(0x01 || left || right)`` (32 bytes).
+
+    Parameters
+    ----------
+    left, right : bytes
+        The two children's 32-byte hashes.
+
+    Returns
+    -------
+    bytes
+        The 32-byte node hash.
+    """
     h = _NODE.copy()
     h.update(left)
     h.update(right)
@@ -139,7 +161,17 @@ class MerkleTree:
 
     @classmethod
     def from_leaves(cls, leaves: Iterable[bytes]) -> MerkleTree:
-        """Tree over raw leaf inputs (each hashed with the 0x00 prefix)."""
+        """Tree over raw leaf inputs (each hashed with the 0x00 prefix).
+
+        Parameters
+        ----------
+        leaves : iterable of bytes
+            The leaf inputs, in leaf order.
+
+        Returns
+        -------
+        MerkleTree
+        """
         return cls(leaf_hashes(leaves))
 
     @property
@@ -155,7 +187,23 @@ class MerkleTree:
         return self.levels[-1]
 
     def leaf_hash(self, index: int) -> bytes:
-        """Leaf hash at ``index`` (0-based)."""
+        """Leaf hash at ``index`` (0-based).
+
+        Parameters
+        ----------
+        index : int
+            Leaf index, in ``[0, size)``.
+
+        Returns
+        -------
+        bytes
+            The 32-byte leaf hash.
+
+        Raises
+        ------
+        ProofError
+            If ``index`` is not in ``[0, size)``.
+        """
         self._check_index(index, self.size, "leaf index")
         return self._node(0, index)
 
@@ -186,6 +234,16 @@ class MerkleTree:
     def inclusion_proof(self, index: int) -> list[bytes]:
         """RFC 9162 inclusion path (leaf-to-root order) of leaf ``index`` (0-based).
 
+        Parameters
+        ----------
+        index : int
+            Leaf index, in ``[0, size)``.
+
+        Returns
+        -------
+        list of bytes
+            32-byte sibling hashes from the leaf up to the root (empty for a one-leaf tree).
+
         Raises
         ------
         ProofError
@@ -198,6 +256,16 @@ class MerkleTree:
         """RFC 9162 consistency proof from the tree's first ``old_size`` leaves to all of them.
 
         Empty when ``old_size`` equals the tree size.
+
+        Parameters
+        ----------
+        old_size : int
+            Number of leaves of the older tree, in ``[1, size]``.
+
+        Returns
+        -------
+        list of bytes
+            32-byte node hashes, as RFC 9162 section 2.1.4 orders them.
 
         Raises
         ------
