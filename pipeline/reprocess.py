@@ -46,7 +46,8 @@ def model_versions(catalogue: str | os.PathLike[str]) -> list[dict]:
     -------
     list of dict
         One entry per version, oldest first: ``version``, ``model``, ``model_digest``,
-        ``weights_sha256``, ``catalogue`` (URI), ``created``, ``merkle_root``. Read from
+        ``weights_sha256``, ``catalogue`` (URI), ``created``, ``merkle_root`` (later versions
+        also ``weights``, the weights file given, or None). Read from
         ``models.json``, else built from the root catalogue's manifest; empty when there is
         neither.
     """
