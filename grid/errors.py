@@ -37,6 +37,13 @@ class AdmissionError(GridError, PermissionError):
 class InvalidResultError(GridError, ValueError):
     """A replica's result failed validation (hash, shape, dtype, finiteness or norm).
 
+    Parameters
+    ----------
+    reason : str
+        Short machine-readable reason (see :attr:`reason`).
+    message : str
+        The human-readable message, naming the replica and unit.
+
     Attributes
     ----------
     reason : str

@@ -27,6 +27,11 @@ def box_wcs(wcs, x0: int, y0: int, zoom: int, size: int):
         Binning factor.
     size : int
         Tile side in binned pixels.
+
+    Returns
+    -------
+    astropy.wcs.WCS
+        A copy of ``wcs`` for the ``size`` x ``size`` tile (``pixel_shape`` set).
     """
     out = wcs.deepcopy()
     crpix = np.asarray(wcs.wcs.crpix, dtype=np.float64)

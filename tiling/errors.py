@@ -20,7 +20,16 @@ __all__ = [
 
 
 class SourceError(HubcatError, ValueError):
-    """A source (FITS file, S3 object, MAST dataset) cannot be used as a mosaic."""
+    """A source (FITS file, S3 object, MAST dataset) cannot be used as a mosaic.
+
+    Parameters
+    ----------
+    source : str
+        The source's path, URI or dataset id (kept as :attr:`source`).
+    reason : str
+        What is wrong and what to do (kept as :attr:`reason`); the message is
+        ``"<source>: <reason>"``.
+    """
 
     def __init__(self, source: str, reason: str) -> None:
         self.source = str(source)

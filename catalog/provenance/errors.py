@@ -28,6 +28,13 @@ class ProofError(ProvenanceError):
 class VerificationError(ProvenanceError):
     """Something does not verify: a proof, a signature, a re-hashed tile or embedding.
 
+    Parameters
+    ----------
+    message : str
+        The summary message.
+    failures : sequence of str
+        One line per failed check (kept as :attr:`failures`).
+
     Attributes
     ----------
     failures : list of str
