@@ -151,11 +151,6 @@ class TilingConfig:
         period = math.lcm(*(self.source_stride(z) for z in self.zooms))
         return period * max(1, round(_BLOCK_TARGET / period))
 
-    @property
-    def halo(self) -> int:
-        """Extra source pixels a block reads past its end so overlapping tiles are whole."""
-        return max(self.box(z) - self.source_stride(z) for z in self.zooms)
-
     # -- provenance -------------------------------------------------------------------------
     def to_dict(self) -> dict:
         """Every field as JSON-compatible values (lists for tuples)."""
