@@ -176,7 +176,7 @@ class TilingConfig:
     def from_dict(cls, data: dict) -> TilingConfig:
         """Rebuild a config from :meth:`to_dict` output (unknown keys are an error)."""
         known = {f.name for f in fields(cls)}
-        # ``progress`` was a display-only field of stores written before 0.3: ignored
+        # ``progress`` was a display-only field in stores written by 0.1: ignored
         unknown = sorted(set(data) - known - {"format_version", "progress"})
         if unknown:
             msg = f"unknown tiling parameters {unknown}; this store was written by a newer hubcat"
