@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 from grid.errors import GridConfigError
 
@@ -220,14 +220,3 @@ class GridConfig:
             "distributed.scheduler.allowed-failures": self.allowed_failures,
             "distributed.scheduler.worker-ttl": self.worker_ttl,
         }
-
-    @classmethod
-    def field_names(cls) -> list[str]:
-        """Names of every parameter.
-
-        Returns
-        -------
-        list of str
-            The dataclass fields, in order.
-        """
-        return [f.name for f in fields(cls)]

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from grid.errors import GridError
+from hubcat.errors import KeyFileError
+from hubcat.keys import read_ed25519_private_pem
 from hubcat.storage import ObjectStore
 
 __all__ = [
@@ -149,9 +151,6 @@ def load_ledger_key(path: str | os.PathLike[str] | None = None, *, create: bool 
     GridError
         If the file is missing (and ``create`` is false) or is not an Ed25519 private key.
     """
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
     from grid._pki import _write_ed25519
 
     path = Path(path).expanduser() if path is not None else default_ledger_key()
@@ -162,14 +161,9 @@ def load_ledger_key(path: str | os.PathLike[str] | None = None, *, create: bool 
         path.parent.mkdir(parents=True, exist_ok=True)
         _write_ed25519(path, path.with_suffix(".pub"))
     try:
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    except (ValueError, TypeError) as exc:
-        msg = f"ledger key {path} is not a PEM private key ({exc})"
-        raise GridError(msg) from None
-    if not isinstance(key, Ed25519PrivateKey):
-        msg = f"ledger key {path} is not an Ed25519 key"
-        raise GridError(msg)
-    return key
+        return read_ed25519_private_pem(path.read_bytes(), f"ledger key {path}")
+    except KeyFileError as exc:
+        raise GridError(str(exc)) from None
 
 
 class CreditLedger:

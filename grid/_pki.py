@@ -42,7 +42,6 @@ __all__ = [
 
 OPERATOR_CN = "hubcat-operator"
 SCHEDULER_CN = "hubcat-scheduler"
-ROLES = ("operator", "scheduler", "volunteer")
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{1,62}$")
 REGISTER = "enrolled.json"
 SCHEDULER_FOLDER = "scheduler"

@@ -7,6 +7,8 @@ import json
 from grid._ledger import CreditLedger
 from grid._records import GridArea
 from grid.errors import GridError
+from hubcat.errors import KeyFileError
+from hubcat.keys import read_ed25519_public_pem
 
 __all__ = ["grid_status", "render_status"]
 
@@ -18,8 +20,6 @@ def ledger_public_key(grid_dir=None, public_key=None):
     public half of :func:`grid.default_ledger_key` (``None`` when there is none).
     """
     from pathlib import Path
-
-    from cryptography.hazmat.primitives import serialization
 
     from grid._ledger import default_ledger_key
 
@@ -36,7 +36,10 @@ def ledger_public_key(grid_dir=None, public_key=None):
             msg = f"ledger public key {path} does not exist"
             raise GridError(msg)
         return None
-    return serialization.load_pem_public_key(path.read_bytes())
+    try:
+        return read_ed25519_public_pem(path.read_bytes(), f"ledger public key {path}")
+    except KeyFileError as exc:
+        raise GridError(str(exc)) from None
 
 
 def grid_status(tile_store_uri, *, grid_dir=None, public_key=None) -> dict:

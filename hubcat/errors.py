@@ -11,6 +11,7 @@ from __future__ import annotations
 __all__ = [
     "HubcatError",
     "HubcatWarning",
+    "KeyFileError",
     "StorageError",
     "StoragePermissionError",
     "StoreNotFoundError",
@@ -35,3 +36,7 @@ class StoreNotFoundError(StorageError, FileNotFoundError):
 
 class StoragePermissionError(StorageError, PermissionError):
     """Access to a store, or a key inside it, was denied (HTTP 403, missing credentials)."""
+
+
+class KeyFileError(HubcatError, ValueError):
+    """A key file is not a readable key of the expected kind (Ed25519 PEM)."""

@@ -120,11 +120,6 @@ class RunSummary:
         """Whether a catalogue exists and nothing failed in this run."""
         return self.merkle_root is not None and not self.failed and not self.units_failed
 
-    @property
-    def reuse_fraction(self) -> float:
-        """Fraction of the units that this run did not have to compute."""
-        return self.units_reused / self.units if self.units else 0.0
-
     # -- output ---------------------------------------------------------------------------------
     def to_dict(self) -> dict:
         """A JSON-ready dict (counts, lists with reasons, times, ``merkle_root`` hex).

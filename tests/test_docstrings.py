@@ -23,6 +23,7 @@ PACKAGES = [
     "hubcat.storage",
     "hubcat.progress",
     "hubcat.synthetic",
+    "hubcat.keys",
     "tiling",
     "embeddings",
     "grid",

@@ -173,11 +173,6 @@ class TilingConfig:
         period = math.lcm(*(self.source_stride(z) for z in self.zooms))
         return period * max(1, round(_BLOCK_TARGET / period))
 
-    @property
-    def halo(self) -> int:
-        """Extra source pixels a block reads past its end so overlapping tiles are whole."""
-        return max(self.box(z) - self.source_stride(z) for z in self.zooms)
-
     # -- provenance -------------------------------------------------------------------------
     def to_dict(self) -> dict:
         """Every field as JSON-compatible values (lists for tuples).
@@ -237,7 +232,7 @@ class TilingConfig:
             If ``data`` has a key that is not a field (a store written by a newer hubcat).
         """
         known = {f.name for f in fields(cls)}
-        # ``progress`` was a display-only field of stores written before 0.3: ignored
+        # ``progress`` was a display-only field in stores written by 0.1: ignored
         unknown = sorted(set(data) - known - {"format_version", "progress"})
         if unknown:
             msg = f"unknown tiling parameters {unknown}; this store was written by a newer hubcat"

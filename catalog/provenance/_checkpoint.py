@@ -37,6 +37,8 @@ from catalog.provenance.errors import (
     SignatureError,
     SigningKeyError,
 )
+from hubcat.errors import KeyFileError
+from hubcat.keys import read_ed25519_private_pem, read_ed25519_public_pem
 
 __all__ = [
     "DEFAULT_KEY_NAME",
@@ -249,13 +251,9 @@ class SigningKey:
         text = text.strip()
         if text.startswith("-----BEGIN"):
             try:
-                key = serialization.load_pem_private_key(text.encode(), password=None)
-            except (ValueError, TypeError) as exc:
-                msg = f"{source} is not a readable unencrypted PEM private key: {exc}"
-                raise SigningKeyError(msg) from None
-            if not isinstance(key, Ed25519PrivateKey):
-                msg = f"{source} is a {type(key).__name__}; hubcat signs with Ed25519 keys only"
-                raise SigningKeyError(msg)
+                key = read_ed25519_private_pem(text.encode(), source)
+            except KeyFileError as exc:
+                raise SigningKeyError(str(exc)) from None
             seed = key.private_bytes(
                 serialization.Encoding.Raw,
                 serialization.PrivateFormat.Raw,
@@ -458,13 +456,9 @@ def load_verifier_key(source: str | os.PathLike[str] | VerifierKey) -> VerifierK
         where = f"public key {path}"
     if "-----BEGIN" in text:
         try:
-            key = serialization.load_pem_public_key(text.strip().encode())
-        except ValueError as exc:
-            msg = f"{where} is not a readable PEM public key: {exc}"
-            raise SigningKeyError(msg) from None
-        if not isinstance(key, Ed25519PublicKey):
-            msg = f"{where} is a {type(key).__name__}; hubcat checkpoints use Ed25519 keys"
-            raise SigningKeyError(msg)
+            key = read_ed25519_public_pem(text.strip().encode(), where)
+        except KeyFileError as exc:
+            raise SigningKeyError(str(exc)) from None
         raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
         return VerifierKey(None, raw)
     return VerifierKey.parse(text, source=where)

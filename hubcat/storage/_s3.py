@@ -12,7 +12,6 @@ naming the ``s3://`` key.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -557,8 +556,3 @@ def _not_found():
     from botocore.exceptions import ClientError
 
     return ClientError({"Error": {"Code": "NoSuchKey", "Message": "not found"}}, "HeadObject")
-
-
-def endpoint_from_environment() -> str | None:
-    """The S3 endpoint boto3 would use from the environment, or None for AWS."""
-    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
