@@ -66,7 +66,7 @@ class ResultStore:
         Parameters
         ----------
         store : ObjectStore
-            The result store (or a store reached through the replica's write capability).
+            The store the replica's result is written to.
         unit_slug : str
             File-name-safe form of the unit key.
         replica : str

@@ -69,7 +69,7 @@ class ObjectStore(ABC):
         StoreNotFoundError
             If ``key`` does not exist.
         StorageError
-            If the range is negative or the object cannot be read.
+            If the key escapes the store; for S3, also a negative range or a failed request.
         """
 
     @abstractmethod
@@ -79,14 +79,15 @@ class ObjectStore(ABC):
         Parameters
         ----------
         key : str
-            Key relative to the store's root; missing parent "folders" are created.
+            Key relative to the store's root (a local store creates missing folders).
         data : bytes
             The object's new contents.
 
         Raises
         ------
         StorageError
-            If the store is read-only, the key escapes the store, or the write fails.
+            If the store is read-only or the key escapes the store; for S3, also a failed
+            request (a local store raises the ``OSError`` of a failed write).
         """
 
     @abstractmethod
@@ -131,7 +132,8 @@ class ObjectStore(ABC):
         Raises
         ------
         StorageError
-            If the store is read-only or the deletion fails.
+            If the store is read-only or the key escapes the store; for S3, also a failed
+            request.
         """
 
     @abstractmethod
