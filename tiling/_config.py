@@ -207,7 +207,7 @@ class TilingConfig:
         Returns
         -------
         str
-            64 hex digits; equal digests mean stores whose tiles are interchangeable.
+            64 hex digits; equal digests mean equal output-changing parameters.
         """
         text = json.dumps(self.digest_fields(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()

@@ -498,7 +498,7 @@ class TileStore:
         Returns
         -------
         list of UnitRef
-            Sorted by mosaic id, then in each mosaic record's order (zoom, chunk).
+            Sorted by mosaic id, then in the order of each mosaic record.
         """
         out = []
         for mid in sorted(self._mosaic_records()):
