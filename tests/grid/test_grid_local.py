@@ -18,7 +18,12 @@ def local_run(tmp_path_factory):
     from grid._selftest import synthetic_tile_store
 
     store = synthetic_tile_store(tmp_path_factory.mktemp("local"), units=2, unit_size=1, seed=3)
-    report = run_units(store, config=GridConfig(n_workers=1), progress=True)
+    events = []
+    report = run_units(
+        store, config=GridConfig(n_workers=1), progress=lambda *event: events.append(event)
+    )
+    # the library reports (units accepted, then the summary as a message) and prints nothing
+    assert ("units", 2, 2, "") in events and events[-1] == ("message", 0, None, str(report))
     return store, report
 
 
