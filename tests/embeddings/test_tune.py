@@ -38,7 +38,7 @@ def real_tiles(hst_dir, tmp_path_factory) -> np.ndarray:
     path = hst_dir / "galsim_cosmos_147246.0_150.416558_1.998697_masknoise.fits"
     if not path.is_file():
         pytest.skip(f"real HST file {path.name} not found in {hst_dir}")
-    config = TilingConfig(zooms=(1,), stride=64, measure_sources=False)
+    config = TilingConfig(zooms=(1,), stride=80, measure_sources=False)
     store = TileStore.open_or_create(tmp_path_factory.mktemp("tiles") / "t", config)
     store.add_mosaic(path)
     tiles = np.concatenate([store.read_unit(u.unit_key)[1] for u in store.units()])
