@@ -223,8 +223,7 @@ def run(quick: bool) -> list[Figure]:
     import torch
 
     from benchmarks.search import _hst_dir
-    from embeddings import EmbedConfig, load_model
-    from embeddings._model import load_base_net
+    from embeddings import EmbedConfig, load_base_net, load_model
 
     hst = _hst_dir()
     present, mosaics = score_mosaics(hst)

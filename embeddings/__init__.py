@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from embeddings._config import PRECISIONS, RUNTIMES, EmbedConfig
 from embeddings._embed import embed_tiles, preprocess, validate_tiles
-from embeddings._model import EmbeddingModel, describe, load_model, verify_weights
+from embeddings._model import EmbeddingModel, describe, load_base_net, load_model, verify_weights
 from embeddings._registry import DEFAULT_MODEL, REGISTRY, ModelSpec, get_spec, list_registered
 from embeddings._runtime import (
     CLASS_MIN_COSINE,
@@ -88,6 +88,7 @@ __all__ = [
     "installed_runtimes",
     "is_model_dir",
     "list_registered",
+    "load_base_net",
     "load_model",
     "local_steps",
     "native_precisions",

@@ -25,7 +25,7 @@ SMALL = TuneRecipe(views_per_tile=2, batch_size=8, min_tiles=16, steps_per_unit=
 @pytest.fixture(scope="module")
 def base():
     """The default model's verified pretrained network (torch; no converted runtime needed)."""
-    from embeddings._model import load_base_net
+    from embeddings import load_base_net
 
     return load_base_net(DEFAULT_MODEL, EmbedConfig(runtime="torch"))
 

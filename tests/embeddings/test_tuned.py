@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from hashlib import sha256
 
 import numpy as np
 import pytest
@@ -23,7 +24,6 @@ from embeddings import (
     tuned_name,
     verify_weights,
 )
-from embeddings._weights import sha256_file
 
 RECIPE = TuneRecipe(views_per_tile=2, batch_size=8, min_tiles=16)
 RECORD = {"tiles_merkle_root": "ab" * 32, "objective": "infonce", "seed": 0, "steps": 0}
@@ -31,7 +31,7 @@ RECORD = {"tiles_merkle_root": "ab" * 32, "objective": "infonce", "seed": 0, "st
 
 @pytest.fixture(scope="module")
 def base():
-    from embeddings._model import load_base_net
+    from embeddings import load_base_net
 
     return load_base_net(DEFAULT_MODEL, EmbedConfig(runtime="torch"))
 
@@ -49,7 +49,7 @@ def model_dir(base, tmp_path_factory):
 def test_folder_layout_and_record(model_dir, base):
     assert is_model_dir(model_dir)
     config = read_model_config(model_dir)
-    sha = sha256_file(model_dir / "weights.safetensors", cached=False)
+    sha = sha256((model_dir / "weights.safetensors").read_bytes()).hexdigest()
     assert config["weights_sha256"] == sha
     assert config["name"] == tuned_name(sha) == f"tuned-{sha[:16]}"
     assert config["base"] == DEFAULT_MODEL
