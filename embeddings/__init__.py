@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from embeddings._config import ENV_PRECISION, ENV_RUNTIME, PRECISIONS, RUNTIMES, EmbedConfig
 from embeddings._embed import NORM_TOLERANCE, embed_tiles, norm_error, preprocess, validate_tiles
-from embeddings._model import EmbeddingModel, describe, load_model, verify_weights
+from embeddings._model import EmbeddingModel, describe, load_base_net, load_model, verify_weights
 from embeddings._registry import DEFAULT_MODEL, REGISTRY, ModelSpec, get_spec, list_registered
 from embeddings._runtime import (
     CLASS_MIN_COSINE,
@@ -29,6 +29,9 @@ from embeddings._runtime import (
     runnable_classes,
 )
 from embeddings._store import EmbeddingStore, UnitRecord
+from embeddings._tune import OBJECTIVES, TuneRecipe, check_delta, local_steps, trainable_state
+from embeddings._tuned import is_model_dir, read_model_config, save_tuned_model, tuned_name
+from embeddings._views import ViewParams
 from embeddings.errors import (
     CorruptWeightsError,
     EmbeddingConfigError,
@@ -39,6 +42,7 @@ from embeddings.errors import (
     PrecisionUnavailableError,
     RuntimeUnavailableError,
     TileInputError,
+    TuneError,
     UnknownModelError,
     WeightsError,
     WeightsMismatchError,
@@ -51,6 +55,7 @@ __all__ = [
     "ENV_PRECISION",
     "ENV_RUNTIME",
     "NORM_TOLERANCE",
+    "OBJECTIVES",
     "PRECISIONS",
     "REGISTRY",
     "RUNTIMES",
@@ -68,11 +73,15 @@ __all__ = [
     "Resolved",
     "RuntimeUnavailableError",
     "TileInputError",
+    "TuneError",
+    "TuneRecipe",
     "UnitRecord",
     "UnknownModelError",
+    "ViewParams",
     "WeightsError",
     "WeightsMismatchError",
     "WeightsUnavailableError",
+    "check_delta",
     "class_min_cosine",
     "class_resources",
     "config_for_class",
@@ -80,14 +89,21 @@ __all__ = [
     "embed_tiles",
     "get_spec",
     "installed_runtimes",
+    "is_model_dir",
     "list_registered",
+    "load_base_net",
     "load_model",
+    "local_steps",
     "native_precisions",
     "norm_error",
     "numerical_class",
     "preprocess",
+    "read_model_config",
     "resolve",
     "runnable_classes",
+    "save_tuned_model",
+    "trainable_state",
+    "tuned_name",
     "validate_tiles",
     "verify_weights",
 ]
