@@ -63,13 +63,9 @@ from catalog.provenance._merkle import (
     verify_consistency,
     verify_inclusion,
 )
-from catalog.provenance._verify import (
-    ConsistencyCheck,
-    InclusionProof,
-    VerificationReport,
-    verify_catalogue,
-    verify_tile,
-)
+from catalog.provenance._report import ConsistencyCheck, InclusionProof, VerificationReport
+from catalog.provenance._verify import verify_catalogue
+from catalog.provenance._verify_tile import verify_tile
 from catalog.provenance.errors import (
     CheckpointError,
     ProofError,
