@@ -22,8 +22,8 @@ from hubcat.storage import ObjectStore
 
 __all__ = ["VectorRows", "segment_shards", "write_vector_shards"]
 
-#: Rows further apart than this are fetched by separate range requests (else one request).
-_GAP_ROWS = 4
+#: Rows further apart than this are fetched by separate range requests (adjacent rows: one).
+_GAP_ROWS = 1
 
 
 def write_vector_shards(

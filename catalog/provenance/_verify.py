@@ -44,6 +44,7 @@ from catalog.provenance._report import (
 from catalog.provenance.errors import (
     ProvenanceError,
 )
+from hubcat.errors import StoreNotFoundError
 
 __all__ = [
     "ConsistencyCheck",
@@ -60,10 +61,14 @@ def _segments(cat, report) -> tuple[list, list[np.ndarray]]:
     metas, vectors = [], []
     dim = int(cat.manifest["model"]["dim"])
     for seg in cat.manifest["segments"]:
-        for what, key, digest in (
-            ("metadata", seg["metadata_key"], seg["metadata_sha256"]),
-            ("vectors", seg["vectors_key"], seg["vectors_sha256"]),
-        ):
+        objects = [("metadata", seg["metadata_key"], seg["metadata_sha256"])]
+        objects += [("vectors", s["key"], s["sha256"]) for s in _vector_shards(seg)]
+        for what, key, digest in objects:
+            if what == "vectors" and not cat.store.exists(key):
+                report.failed("file", key, f"vector shard {key} named by manifest.json is missing")
+                rows = int(next(s for s in _vector_shards(seg) if s["key"] == key)["rows"])
+                vectors.append(np.full((rows, dim), np.nan, dtype="<f4"))
+                continue
             data = get_object(cat.store, key, f"catalogue {what} file")
             got = hashlib.sha256(data).hexdigest()
             if got != digest:
@@ -83,7 +88,36 @@ def _segments(cat, report) -> tuple[list, list[np.ndarray]]:
                     report.failed("file", key, f"{key} is not a whole number of {dim}-d vectors")
                     data = data[: len(data) - len(data) % (4 * dim)]
                 vectors.append(np.frombuffer(data, dtype="<f4").reshape(-1, dim))
+    _check_index_objects(cat, report)
     return metas, vectors
+
+
+def _vector_shards(seg: dict) -> list[dict]:
+    """The vector shards of a segment (one, ``vectors_key``, for segments without shards)."""
+    if "vector_shards" in seg:
+        return list(seg["vector_shards"])
+    return [{"key": seg["vectors_key"], "sha256": seg["vectors_sha256"], "rows": seg["rows"]}]
+
+
+def _check_index_objects(cat, report) -> None:
+    """A sharded index's trained index and parts, each against the manifest's sha256."""
+    entry = cat.manifest.get("index") or {}
+    objects = [(entry["trained_key"], entry["trained_sha256"])] if "trained_key" in entry else []
+    objects += [(p["key"], p["sha256"]) for p in entry.get("parts", [])]
+    for key, digest in objects:
+        try:
+            data = cat.store.get(key)
+        except StoreNotFoundError:
+            report.failed("file", key, f"index object {key} named by manifest.json is missing")
+            continue
+        got = hashlib.sha256(data).hexdigest()
+        if got != digest:
+            report.failed(
+                "file",
+                key,
+                f"index object {key} hashes to {got[:16]}..., manifest.json records "
+                f"{digest[:16]}...: it was changed after the catalogue was built",
+            )
 
 
 _LEAF_COLUMNS = (

@@ -49,13 +49,21 @@ def _vector_at(cat, index: int) -> np.ndarray:
     """Row ``index`` of the stored vectors, read from its segment file alone (bytes as stored)."""
     dim = int(cat.manifest["model"]["dim"])
     for seg in cat.manifest["segments"]:
-        first = int(seg.get("first_row", 0))
-        if first <= index < first + int(seg["rows"]):
-            data = cat.store.get_range(seg["vectors_key"], (index - first) * 4 * dim, 4 * dim)
-            if len(data) != 4 * dim:
-                msg = f"{seg['vectors_key']} is truncated: row {index - first} is incomplete"
-                raise ProvenanceError(msg)
-            return np.frombuffer(data, dtype="<f4")
+        shards = seg.get("vector_shards") or [
+            {
+                "key": seg["vectors_key"],
+                "first_row": int(seg.get("first_row", 0)),
+                "rows": int(seg["rows"]),
+            }
+        ]
+        for shard in shards:
+            first, key = int(shard["first_row"]), shard["key"]
+            if first <= index < first + int(shard["rows"]):
+                data = cat.store.get_range(key, (index - first) * 4 * dim, 4 * dim)
+                if len(data) != 4 * dim:
+                    msg = f"{key} is truncated: row {index - first} is incomplete"
+                    raise ProvenanceError(msg)
+                return np.frombuffer(data, dtype="<f4")
     msg = f"no segment of the manifest holds row {index}"
     raise ProvenanceError(msg)
 
