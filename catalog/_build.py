@@ -12,7 +12,7 @@ import io
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -21,6 +21,14 @@ from catalog import _index
 from catalog._compressed import KIND
 from catalog._config import CatalogConfig
 from catalog._encode import build_compressed_index
+from catalog._inputs import (
+    OPTIONAL_COLUMNS,
+    REQUIRED_COLUMNS,
+    Inputs,
+    check_vectors,
+    complete_columns,
+    gather,
+)
 from catalog._manifest import (
     FORMAT,
     FORMAT_VERSION,
@@ -34,7 +42,7 @@ from catalog._manifest import (
 )
 from catalog._shards import write_vector_shards
 from catalog._supersede import recomputed_rows
-from catalog.errors import CatalogError, CorruptCatalogError, IncompatibleCatalogError
+from catalog.errors import CatalogError, IncompatibleCatalogError
 from hubcat.storage import ObjectStore, open_object_store
 
 if TYPE_CHECKING:
@@ -50,132 +58,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-#: Metadata columns a catalogue needs from the tile store (more are kept when present).
-REQUIRED_COLUMNS: tuple[str, ...] = (
-    "tile_id",
-    "source",
-    "source_sha256",
-    "hdu",
-    "zoom",
-    "x0",
-    "y0",
-    "ra",
-    "dec",
-    "tile_sha256",
-)
-#: Optional descriptive columns, filled with empty values when a tile store lacks them.
-OPTIONAL_COLUMNS: dict[str, object] = {
-    "mosaic_id": "",
-    "pixel_scale": np.nan,
-    "coverage": np.nan,
-    "instrument": "",
-    "detector": "",
-    "filter": "",
-    "date_obs": "",
-    "exptime": np.nan,
-    "proposal_id": "",
-    "target": "",
-    "bunit": "",
-}
-
-
-class _Inputs(NamedTuple):
-    meta: pd.DataFrame
-    vectors: np.ndarray
-    model: dict
-    tiling_digest: str
-    tiling: dict
-    tile_store_uri: str
-
-
-# --------------------------------------------------------------------------- inputs
-
-
-def _gather(tile_store, embedding_store) -> _Inputs:
-    """Join the tile store's metadata with the embedding store's accepted vectors."""
-    from catalog._inputs import read_embeddings, tiling_digest_of
-
-    meta = tile_store.metadata()
-    missing = [c for c in REQUIRED_COLUMNS if c not in meta.columns]
-    if missing:
-        msg = f"tile store {tile_store.uri} has no column(s) {missing}; re-tile with this hubcat"
-        raise IncompatibleCatalogError(msg)
-    emb = read_embeddings(embedding_store)
-    meta = meta.reset_index(drop=True)
-    pos = pd.Series(np.arange(len(emb.tile_ids)), index=pd.Index(emb.tile_ids, dtype=object))
-    if pos.index.has_duplicates:
-        dup = pos.index[pos.index.duplicated()][0]
-        msg = f"embedding store {embedding_store!r} holds tile {dup!r} twice; it is inconsistent"
-        raise CorruptCatalogError(msg)
-    have = meta["tile_id"].isin(pos.index).to_numpy()
-    if not have.all():
-        log.info(
-            "%d tile(s) of %s have no accepted embedding yet", int((~have).sum()), tile_store.uri
-        )
-    meta = meta[have].reset_index(drop=True)
-    rows = pos.loc[meta["tile_id"].to_numpy()].to_numpy()
-    vectors = np.ascontiguousarray(emb.vectors[rows], dtype="<f4")
-    meta["volunteers"] = [sorted(str(v) for v in emb.volunteers[i]) for i in rows]
-    classes = _unit_classes(embedding_store)
-    if classes and "unit_key" in meta.columns:  # the runtime and precision that computed each
-        meta["numerical_class"] = meta["unit_key"].map(classes).fillna("").astype(str)
-    digest = tiling_digest_of(tile_store)
-    meta["tiling_digest"] = digest
-    meta["tile_size"] = int(getattr(getattr(tile_store, "config", None), "tile_size", 224))
-    meta["tile_store"] = str(tile_store.uri)
-    config = getattr(tile_store, "config", None)
-    tiling = {digest: config.to_dict() if hasattr(config, "to_dict") else {}}
-    return _Inputs(meta, vectors, emb.model, digest, tiling, str(tile_store.uri))
-
-
-def _unit_classes(embedding_store) -> dict[str, str]:
-    """Numerical class of each unit of ``embedding_store`` (units without one left out)."""
-    records = getattr(embedding_store, "records", None)
-    if records is None:
-        return {}
-    out = {}
-    for rec in records():
-        cls = getattr(rec, "numerical_class", "")
-        if cls:
-            out[rec.unit_key] = str(cls)
-    return out
-
-
-def _check_vectors(vectors: np.ndarray, where: str) -> None:
-    if vectors.ndim != 2 or vectors.shape[1] == 0:
-        msg = f"{where}: vectors must be a 2-D array [N, D]; got shape {vectors.shape}"
-        raise CatalogError(msg)
-    finite = np.isfinite(vectors).all(axis=1)
-    if not finite.all():
-        msg = (
-            f"{where}: {int((~finite).sum())} vector(s) hold NaN or infinity; re-embed those tiles"
-        )
-        raise CatalogError(msg)
-    norms = np.linalg.norm(vectors.astype(np.float64), axis=1)
-    bad = np.abs(norms - 1.0) > 1e-3
-    if bad.any():
-        msg = (
-            f"{where}: {int(bad.sum())} vector(s) are not unit-norm (e.g. norm {norms[bad][0]:.4g}); "
-            "catalogues hold pooled, L2-normalised embeddings"
-        )
-        raise CatalogError(msg)
-
-
-def _complete_columns(meta: pd.DataFrame) -> pd.DataFrame:
-    meta = meta.copy()
-    for name, default in OPTIONAL_COLUMNS.items():
-        if name not in meta.columns:
-            meta[name] = default
-    for name in ("instrument", "detector", "filter", "date_obs", "proposal_id", "target", "bunit"):
-        meta[name] = meta[name].astype("string").fillna("").astype(str)
-    meta["mosaic_id"] = meta["mosaic_id"].astype(str)
-    meta["zoom"] = meta["zoom"].astype(np.int64)
-    meta["hdu"] = meta["hdu"].astype(str) if meta["hdu"].dtype == object else meta["hdu"]
-    return meta
-
-
-# --------------------------------------------------------------------------- the catalogue
 
 # --------------------------------------------------------------------------- versions
 
@@ -223,7 +105,7 @@ def build_catalogue(
         If the existing catalogue holds another model's embeddings.
     """
     store = out_uri if isinstance(out_uri, ObjectStore) else open_object_store(out_uri)
-    inputs = _gather(tile_store, embedding_store)
+    inputs = gather(tile_store, embedding_store)
     return _add_version(
         cls,
         store,
@@ -285,7 +167,7 @@ def build_from_vectors(
     if "volunteers" not in meta.columns:
         meta["volunteers"] = [[] for _ in range(len(meta))]
     digests = sorted(meta["tiling_digest"].astype(str).unique())
-    inputs = _Inputs(
+    inputs = Inputs(
         meta,
         np.ascontiguousarray(vectors, dtype="<f4"),
         dict(model),
@@ -301,7 +183,7 @@ def build_from_vectors(
 def _add_version(
     cls: type[Catalogue],
     store: ObjectStore,
-    inputs: _Inputs,
+    inputs: Inputs,
     signing_key: object | None,
     config: CatalogConfig | None,
     *,
@@ -481,7 +363,7 @@ def _write_version(
 
     where = f"catalogue {store.uri}"
     vectors = np.ascontiguousarray(vectors, dtype="<f4")
-    _check_vectors(vectors, where)
+    check_vectors(vectors, where)
     if vectors.shape[0] != len(meta):
         msg = f"{where}: {len(meta)} metadata rows but {vectors.shape[0]} vectors"
         raise CatalogError(msg)
@@ -498,7 +380,7 @@ def _write_version(
     start = 0 if previous is None else len(previous)
     created = now()
 
-    meta = _complete_columns(meta.reset_index(drop=True))
+    meta = complete_columns(meta.reset_index(drop=True))
     meta["embedding_sha256"] = [hashlib.sha256(v.tobytes()).hexdigest() for v in vectors]
     if not keep_columns or "software_version" not in meta.columns:
         meta["software_version"] = software_version()
