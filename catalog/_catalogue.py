@@ -40,6 +40,7 @@ from catalog.errors import (
     CorruptCatalogError,
     UnknownTileError,
 )
+from catalog.provenance import TileRecord
 from hubcat.errors import StoreNotFoundError
 from hubcat.storage import ObjectStore, open_object_store
 
@@ -246,7 +247,7 @@ class Catalogue(SearchMixin):
         return self._unit
 
     def records(self) -> list[dict]:
-        """One provenance record per tile, in leaf order (the keys of :data:`RECORD_KEYS`)."""
+        """One provenance record per tile, in leaf order (a :class:`TileRecord` as a dict)."""
         return list(self.iter_records())
 
     def iter_records(self) -> Iterator[dict]:
@@ -256,26 +257,26 @@ class Catalogue(SearchMixin):
         d = int(model["dim"])
         for row in meta.itertuples(index=False):
             size = int(row.tile_size) * int(row.zoom)
-            yield {
-                "tile_id": str(row.tile_id),
-                "source": str(row.source),
-                "source_sha256": str(row.source_sha256),
-                "hdu": row.hdu if isinstance(row.hdu, str) else int(row.hdu),
-                "zoom": int(row.zoom),
-                "box": [int(row.x0), int(row.y0), size, size],
-                "tiling_digest": str(row.tiling_digest),
-                "tile_sha256": str(row.tile_sha256),
-                "model": str(model["name"]),
-                "weights_sha256": str(model["weights_sha256"]),
-                "preprocessing_digest": str(model["digest"]),
-                "embedding_sha256": str(row.embedding_sha256),
-                "embedding_dtype": "<f4",
-                "embedding_shape": [d],
-                "volunteers": sorted(str(v) for v in row.volunteers),
-                "software_version": str(row.software_version),
+            yield TileRecord(
+                tile_id=str(row.tile_id),
+                source=str(row.source),
+                source_sha256=str(row.source_sha256),
+                hdu=row.hdu if isinstance(row.hdu, str) else int(row.hdu),
+                zoom=int(row.zoom),
+                box=(int(row.x0), int(row.y0), size, size),
+                tiling_digest=str(row.tiling_digest),
+                tile_sha256=str(row.tile_sha256),
+                model=str(model["name"]),
+                weights_sha256=str(model["weights_sha256"]),
+                preprocessing_digest=str(model["digest"]),
+                embedding_sha256=str(row.embedding_sha256),
+                embedding_dtype="<f4",
+                embedding_shape=(d,),
+                volunteers=tuple(sorted(str(v) for v in row.volunteers)),
+                software_version=str(row.software_version),
                 **supersedes_of(row),
                 **class_of(row),
-            }
+            ).to_dict()
 
     def row_of(self, tile_id: str) -> int:
         """Row (leaf index) of ``tile_id``.

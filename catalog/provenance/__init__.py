@@ -63,6 +63,7 @@ from catalog.provenance._merkle import (
     verify_consistency,
     verify_inclusion,
 )
+from catalog.provenance._record import TileRecord
 from catalog.provenance._report import ConsistencyCheck, InclusionProof, VerificationReport
 from catalog.provenance._verify import verify_catalogue
 from catalog.provenance._verify_tile import verify_tile
@@ -91,6 +92,7 @@ __all__ = [
     "SignatureError",
     "SigningKey",
     "SigningKeyError",
+    "TileRecord",
     "VerificationError",
     "VerificationReport",
     "VerifierKey",

@@ -36,6 +36,7 @@ from catalog.provenance._merkle import (
     consistency_failure,
     leaf_hashes,
 )
+from catalog.provenance._record import METADATA_KEYS
 from catalog.provenance._report import (
     ConsistencyCheck,
     InclusionProof,
@@ -120,17 +121,7 @@ def _check_index_objects(cat, report) -> None:
             )
 
 
-_LEAF_COLUMNS = (
-    "tile_id",
-    "source",
-    "source_sha256",
-    "hdu",
-    "zoom",
-    "tiling_digest",
-    "tile_sha256",
-    "embedding_sha256",
-    "software_version",
-)
+_LEAF_COLUMNS = METADATA_KEYS
 
 
 def _same(a, b) -> bool:
