@@ -193,8 +193,8 @@ def test_damaged_shards_and_parts_are_named(tmp_path, single):
     with pytest.raises(CorruptCatalogError, match=rf"{shard['key']} .*missing"):
         rows.rows(np.array([shard["first_row"]]))
     # a part encoded with another codebook (its manifest entry made to match): refused by name
-    other = Catalogue.from_vectors(
-        tmp_path / "other", table(N), clustered(N, seed=5), MODEL, config=config(1)
+    other = Catalogue.from_vectors(  # another codebook (trained on other vectors)
+        tmp_path / "other", table(2 * SHARD), clustered(2 * SHARD, seed=5), MODEL, config=config(1)
     )
     part = manifest["index"]["parts"][1]
     foreign = other.store.get(other.manifest["index"]["parts"][1]["key"])
