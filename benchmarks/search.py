@@ -381,8 +381,8 @@ def run(quick: bool) -> list[Figure]:
         for n in sizes:
             kinds = ("ivfflat", "ivfpq", "hnsw") if n <= 10**5 else ("ivfflat",)
             figures += ann_figures(n, 500, kinds)
-    from benchmarks.search_compressed import run as compressed
+    from benchmarks._search_compressed import run as compressed
 
-    figures += compressed(quick)  # the archive-scale index (benchmarks/search_compressed.py)
+    figures += compressed(quick)  # the archive-scale index (benchmarks/_search_compressed.py)
     figures += real_sky_figures(quick)
     return figures

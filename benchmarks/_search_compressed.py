@@ -1,4 +1,5 @@
-"""Search stage, archive scale: the compressed ``ivfpq_rerank`` catalogue index.
+"""Search stage, archive scale: the compressed ``ivfpq_rerank`` catalogue index (run by
+:mod:`benchmarks.search`).
 
 Figures (baselines measured in the same run, on the synthetic vectors of
 :func:`benchmarks.search.synthetic_vectors`, dimension 1280):
