@@ -25,6 +25,7 @@ from catalog.errors import (
     IncompatibleCatalogError,
     ModelUnavailableError,
     QueryError,
+    ShardReadError,
     UnknownTileError,
 )
 
@@ -44,6 +45,7 @@ __all__ = [
     "IncompatibleCatalogError",
     "ModelUnavailableError",
     "QueryError",
+    "ShardReadError",
     "TileCutout",
     "UnknownTileError",
     "export",

@@ -136,7 +136,9 @@ def build_index(vectors: np.ndarray, config: CatalogConfig, kind: str | None = N
 
 
 def index_kind_of(index: faiss.Index) -> str:
-    """Kind name (``flat``/``ivfflat``/``hnsw``/``ivfpq``) of a deserialised index."""
+    """Kind name (``flat``/``ivfflat``/``hnsw``/``ivfpq``/``ivfpq_rerank``) of an index."""
+    if getattr(index, "kind", None) == "ivfpq_rerank":
+        return "ivfpq_rerank"
     if isinstance(index, faiss.IndexFlat):
         return "flat"
     if isinstance(index, faiss.IndexIVFFlat):
@@ -198,6 +200,8 @@ def search_index(
 
     Both outputs have shape (Q, k); missing neighbours have id -1 and similarity -inf.
     """
+    if getattr(index, "kind", None) == "ivfpq_rerank":  # codes in memory, re-rank from storage
+        return index.search(queries, k)
     kind = index_kind_of(index)
     if kind == "hnsw":
         params = faiss.SearchParametersHNSW(efSearch=max(config.hnsw_ef_search, k))

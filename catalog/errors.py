@@ -17,6 +17,7 @@ __all__ = [
     "IncompatibleCatalogError",
     "ModelUnavailableError",
     "QueryError",
+    "ShardReadError",
     "UnknownTileError",
 ]
 
@@ -44,6 +45,11 @@ class UnknownTileError(CatalogError, KeyError):
 
     def __str__(self) -> str:  # KeyError would repr() the message
         return str(self.args[0]) if self.args else ""
+
+
+class ShardReadError(CatalogError, OSError):
+    """Reading a shard of the catalogue (vectors, index codes) failed in the store (e.g. an S3
+    error mid-query); the message names the shard. Nothing was changed: retry the query."""
 
 
 class QueryError(CatalogError):

@@ -63,13 +63,10 @@ from catalog.provenance._merkle import (
     verify_consistency,
     verify_inclusion,
 )
-from catalog.provenance._verify import (
-    ConsistencyCheck,
-    InclusionProof,
-    VerificationReport,
-    verify_catalogue,
-    verify_tile,
-)
+from catalog.provenance._record import TileRecord
+from catalog.provenance._report import ConsistencyCheck, InclusionProof, VerificationReport
+from catalog.provenance._verify import verify_catalogue
+from catalog.provenance._verify_tile import verify_tile
 from catalog.provenance.errors import (
     CheckpointError,
     ProofError,
@@ -95,6 +92,7 @@ __all__ = [
     "SignatureError",
     "SigningKey",
     "SigningKeyError",
+    "TileRecord",
     "VerificationError",
     "VerificationReport",
     "VerifierKey",

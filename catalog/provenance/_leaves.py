@@ -26,6 +26,7 @@ import rfc8785
 
 from catalog.provenance._checkpoint import Checkpoint, SigningKey, load_signing_key
 from catalog.provenance._merkle import MerkleTree, consistency_failure, leaf_hashes
+from catalog.provenance._record import OPTIONAL_KEYS, RECORD_KEYS
 from catalog.provenance.errors import ProvenanceError
 
 if TYPE_CHECKING:
@@ -44,33 +45,6 @@ __all__ = [
 
 #: Schema version written into every leaf (key ``"schema"``).
 LEAF_SCHEMA = "hubcat.leaf/1"
-
-#: The keys of a catalogue record (one per tile), as agreed with :class:`catalog.Catalogue`.
-RECORD_KEYS: tuple[str, ...] = (
-    "tile_id",
-    "source",
-    "source_sha256",
-    "hdu",
-    "zoom",
-    "box",
-    "tiling_digest",
-    "tile_sha256",
-    "model",
-    "weights_sha256",
-    "preprocessing_digest",
-    "embedding_sha256",
-    "embedding_dtype",
-    "embedding_shape",
-    "volunteers",
-    "software_version",
-)
-
-#: Keys a record may carry besides :data:`RECORD_KEYS`: ``supersedes`` is the leaf index of the
-#: earlier row of the same tile that this row replaces (its unit was reopened and recomputed
-#: after a volunteer was caught); the log stays append-only and the old leaf stays verifiable.
-#: ``numerical_class`` names the runtime and precision that computed the row's vector
-#: (``"openvino-fp32"``...; replicas are compared within one class).
-OPTIONAL_KEYS: tuple[str, ...] = ("supersedes", "numerical_class")
 
 _SHA256_KEYS = ("source_sha256", "tile_sha256", "weights_sha256", "embedding_sha256")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
