@@ -1,0 +1,608 @@
+"""``run_training``: data-parallel rounds of validated training units, and the outer step.
+
+Each round, every shard of the tile store's units is one training unit: ``K`` local steps from
+the round's global weights on that shard (:func:`embeddings.local_steps`), run as replicas on
+distinct volunteers, each returning a weight delta through the result store. The operator
+validates the replicas (:mod:`grid._deltas`), accepts a unit when a quorum agree within the
+calibrated tolerance (more replicas on disagreement, as for embedding units), credits it in the
+signed ledger, and then takes the outer step (FedAvg / DiLoCo with plain SGD as the outer
+optimiser) ``global += outer_lr * mean(accepted deltas)``. The global weights never move on a
+delta that was not accepted; a round without an accepted unit leaves them as they are.
+
+Every round lives in ``round-NNNN/`` of the run's folder (``grid/tune/<run digest>/`` of the
+tile store): its input weights (``results/global.npz``), unit records, deltas, and, once its
+outer step is taken, ``next.npz`` and ``outer.json``. A stopped run re-run with the same
+arguments resumes after its last finished outer step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from grid._config import GridConfig
+from grid._deltas import DeltaTolerance, state_bytes
+from grid._run import GridReport, operator_context, start_local_cluster
+from grid._training_engine import Shard, TrainingEngine
+from grid._training_task import load_state
+from grid.errors import TrainingError
+from hubcat.errors import StoreNotFoundError
+
+__all__ = ["TrainingConfig", "TrainingReport", "plan_shards", "run_training"]
+
+logger = logging.getLogger("grid.training")
+
+Progress = Callable[[str, int, int, str], None]
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """Parameters of a grid training run (the redundancy settings are :class:`GridConfig`'s).
+
+    Parameters
+    ----------
+    rounds : int
+        Outer rounds (fewer when ``budget`` does not allow them all).
+    shards : int or None
+        Training units per round (each a disjoint share of the tile-store units; ``None``: one
+        per tile-store unit, at most ``2 * n_workers`` on a local cluster, 8 on a grid).
+    steps : int or None
+        Local steps per unit (``None``: the recipe's ``steps_per_unit``).
+    outer_lr : float
+        Outer learning rate: ``global += outer_lr * mean(accepted deltas)`` (1: FedAvg).
+    tolerance : DeltaTolerance
+        When two replicas' deltas agree.
+    min_tiles : int or None
+        Fewest tiles a store must hold to be tuned on (``None``: ``2 * batch_size``).
+    budget : float or None
+        Wall-time budget (s): rounds stop when the next one would not fit.
+    """
+
+    rounds: int = 4
+    shards: int | None = None
+    steps: int | None = None
+    outer_lr: float = 1.0
+    tolerance: DeltaTolerance = field(default_factory=DeltaTolerance)
+    min_tiles: int | None = None
+    budget: float | None = None
+
+    def __post_init__(self) -> None:
+        def bad(name: str, expected: str) -> None:
+            msg = f"TrainingConfig.{name}={getattr(self, name)!r} is invalid: expected {expected}"
+            raise TrainingError(msg)
+
+        if self.rounds < 1:
+            bad("rounds", "an integer >= 1")
+        for name in ("shards", "steps", "min_tiles"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                bad(name, "None or an integer >= 1")
+        if not 0.0 < self.outer_lr <= 10.0:
+            bad("outer_lr", "a value in (0, 10]")
+        if self.budget is not None and self.budget <= 0:
+            bad("budget", "None or a positive number of seconds")
+
+    def as_dict(self) -> dict:
+        out = asdict(self)
+        out["tolerance"] = self.tolerance.as_dict()
+        return out
+
+
+@dataclass
+class TrainingReport:
+    """Outcome of :func:`run_training` (printable; ``state`` holds the tuned weights).
+
+    Attributes
+    ----------
+    rounds_done : int
+        Rounds whose outer step was taken (in this run or an earlier one it resumed).
+    units_accepted, units_disputed : int
+        Training units accepted / left without agreeing replicas, over all rounds.
+    replicas_run, replicas_invalid, replicas_failed, replicas_lost : int
+        As in :class:`grid.GridReport`, summed over rounds.
+    liars : list of str
+        Volunteers with a rejected delta (also in the signed ledger).
+    rejected : list of dict
+        Every rejected replica: ``round``, ``unit``, ``volunteer``, ``reason``.
+    agreement : dict
+        Largest relative difference and smallest cosine seen between agreeing replicas.
+    round_times : list of float
+        Wall time of each round run here (s).
+    stopped : str
+        Why the run ended before ``rounds`` ("" when it did not).
+    """
+
+    run: str = ""
+    work: str = ""
+    recipe_digest: str = ""
+    base_model: str = ""
+    base_weights_sha256: str = ""
+    base_digest: str = ""
+    seed: int = 0
+    steps: int = 0
+    rounds_planned: int = 0
+    rounds_done: int = 0
+    rounds_resumed: int = 0
+    shards: int = 0
+    units_accepted: int = 0
+    units_disputed: int = 0
+    replicas_run: int = 0
+    replicas_invalid: int = 0
+    replicas_failed: int = 0
+    replicas_lost: int = 0
+    liars: list[str] = field(default_factory=list)
+    rejected: list[dict] = field(default_factory=list)
+    volunteers: list[str] = field(default_factory=list)
+    quorum: int = 0
+    tolerance: dict = field(default_factory=dict)
+    agreement: dict = field(default_factory=dict)
+    outer_lr: float = 1.0
+    round_times: list[float] = field(default_factory=list)
+    tiles: list[tuple[str, str]] = field(default_factory=list)
+    state_sha256: str = ""
+    initial_sha256: str = ""
+    stopped: str = ""
+    elapsed: float = 0.0
+    state: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def replicas_per_accepted_unit(self) -> float:
+        return self.replicas_run / self.units_accepted if self.units_accepted else 0.0
+
+    def as_dict(self) -> dict:
+        """Everything but the weights, JSON-serialisable."""
+        out = {k: v for k, v in asdict(self).items() if k not in ("state", "tiles")}
+        out["tiles"] = len(self.tiles)
+        out["replicas_per_accepted_unit"] = round(self.replicas_per_accepted_unit, 4)
+        return out
+
+    def record(self) -> dict:
+        """The grid part of a tuned model's training record (see ``docs/grid.md``)."""
+        return {
+            "run": self.run,
+            "base_model": self.base_model,
+            "base_weights_sha256": self.base_weights_sha256,
+            "recipe_digest": self.recipe_digest,
+            "seed": self.seed,
+            "steps_per_unit": self.steps,
+            "rounds": self.rounds_done,
+            "shards_per_round": self.shards,
+            "outer_lr": self.outer_lr,
+            "units_accepted": self.units_accepted,
+            "quorum": self.quorum,
+            "tolerance": self.tolerance,
+            "agreement": self.agreement,
+            "volunteers": self.volunteers,
+            "rejected_volunteers": sorted(self.liars),
+            "initial_state_sha256": self.initial_sha256,
+            "state_sha256": self.state_sha256,
+            "tiles": len(self.tiles),
+        }
+
+    def __str__(self) -> str:
+        lines = [
+            f"tuned {self.base_model} ({self.recipe_digest[:12]}) in {self.elapsed:.1f} s: "
+            f"{self.rounds_done}/{self.rounds_planned} rounds"
+            + (f" ({self.rounds_resumed} resumed)" if self.rounds_resumed else ""),
+            f"  units: {self.units_accepted} accepted, {self.units_disputed} not accepted "
+            f"({self.shards} per round, {self.steps} steps each)",
+            f"  replicas: {self.replicas_run} run ({self.replicas_per_accepted_unit:.2f} per "
+            f"accepted unit), {self.replicas_invalid} rejected, {self.replicas_failed} failed, "
+            f"{self.replicas_lost} lost/re-run",
+            f"  validation: quorum {self.quorum}, rel diff <= "
+            f"{self.tolerance.get('max_rel_diff')}, cosine >= {self.tolerance.get('min_cosine')}",
+        ]
+        if self.liars:
+            lines.append(f"  rejected deltas from: {', '.join(sorted(self.liars))}")
+        if self.stopped:
+            lines.append(f"  stopped: {self.stopped}")
+        return "\n".join(lines)
+
+
+def plan_shards(units: list, n_shards: int, round_index: int, seed: int, steps: int) -> list[Shard]:
+    """The training units of one round: ``units`` dealt into ``n_shards`` shards.
+
+    Unit ``i`` goes to shard ``(i + round_index) % n_shards``, so each round pairs other units;
+    each shard's seed derives from ``(seed, round, shard)``, so replicas of a unit run the same
+    data order and a resumed run the same rounds.
+    """
+    shards = [
+        Shard(unit_key=f"r{round_index:04d}-s{s:03d}", units=[], steps=steps)
+        for s in range(n_shards)
+    ]
+    for i, unit in enumerate(units):
+        shards[(i + round_index) % n_shards].units.append(unit)
+    for s, shard in enumerate(shards):
+        text = f"{seed}:{round_index}:{s}".encode()
+        shard.seed = int.from_bytes(hashlib.sha256(text).digest()[:4], "little") & 0x7FFFFFFF
+    return [s for s in shards if s.units]
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def run_training(
+    tile_store,
+    recipe,
+    *,
+    model_name: str | None = None,
+    weights: str | None = None,
+    client=None,
+    config: GridConfig | None = None,
+    training: TrainingConfig | None = None,
+    units: list | None = None,
+    work=None,
+    progress: Progress | None = None,
+    grid_dir=None,
+    ledger_key=None,
+) -> TrainingReport:
+    """Tune ``recipe``'s trainable weights on a tile store with validated grid training units.
+
+    Parameters
+    ----------
+    tile_store : tiling.TileStore or str
+        The tiles to train on (or the store's URI).
+    recipe : embeddings.TuneRecipe
+        Objective, batch, learning rate, seed, steps per unit.
+    model_name, weights : str or None
+        The base model, as for :func:`embeddings.load_model` (default ``recipe.base``).
+    client : distributed.Client or None
+        A client of the grid scheduler; ``None`` starts a :class:`distributed.LocalCluster`.
+    config : GridConfig or None
+        Redundancy and worker settings, as for :func:`grid.run_units` (quorum 1 on a local
+        cluster this call starts, 2 elsewhere).
+    training : TrainingConfig or None
+        Rounds, shards, steps, outer learning rate, tolerance, budget.
+    units : list of tiling.UnitRef or None
+        Train on these tile-store units only (default: all).
+    work : str, ObjectStore or None
+        Folder of the run's rounds (default ``grid/tune/<run digest>/`` of the tile store).
+    progress : callable or None
+        ``progress(stage, done, total, note)`` for each round (stage ``"training"``) and each
+        accepted unit (stage ``"round N"``).
+    grid_dir, ledger_key
+        As for :func:`grid.run_units`.
+
+    Returns
+    -------
+    TrainingReport
+
+    Raises
+    ------
+    TrainingError
+        If the store holds fewer than ``min_tiles`` tiles, or the budget is below one round
+        (measured here on one local step), before any unit runs.
+    embeddings.EmbeddingError
+        If the base model cannot be loaded (e.g. its weights are absent).
+    """
+    from embeddings import load_model, trainable_state
+    from hubcat.storage import open_object_store
+    from tiling import TileStore
+
+    t0 = time.perf_counter()
+    config = config or GridConfig()
+    training = training or TrainingConfig()
+    emit = progress or (lambda stage, done, total, note="": None)
+    if not hasattr(tile_store, "units"):
+        tile_store = TileStore.open(tile_store)
+    units = list(units if units is not None else tile_store.units())
+    n_tiles = sum(len(u.tile_ids) for u in units)
+    min_tiles = training.min_tiles or 2 * int(recipe.batch_size)
+    if n_tiles < min_tiles:
+        msg = (
+            f"tile store {tile_store.uri} holds {n_tiles} tiles in {len(units)} units; tuning "
+            f"needs at least {min_tiles} (2 batches of {recipe.batch_size}): tile more mosaics "
+            "into it or lower the batch size"
+        )
+        raise TrainingError(msg)
+    model_name = model_name or recipe.base
+    model = load_model(model_name, weights)
+    state = {
+        k: np.ascontiguousarray(v, dtype=np.float32)
+        for k, v in trainable_state(model, recipe).items()
+    }
+    steps = training.steps or int(recipe.steps_per_unit)
+    local = client is None
+    quorum = config.quorum(local)
+    n_shards = training.shards or min(len(units), 2 * config.n_workers if local else 8)
+    n_shards = max(1, min(n_shards, len(units)))
+    initial = state_bytes(state)
+    run_id = _sha(
+        json.dumps(
+            {
+                "recipe": recipe.digest(),
+                "base": model.digest,
+                "weights": model.weights_sha256,
+                "initial": _sha(initial),
+                "units": [u.sha256 for u in units],
+                "training": {**training.as_dict(), "budget": None, "steps": steps},
+                "shards": n_shards,
+                "grid": config.digest(),
+                "quorum": quorum,
+            },
+            sort_keys=True,
+        ).encode()
+    )[:32]
+    if work is None:
+        work = tile_store.objects.child(f"grid/tune/{run_id}")
+    elif isinstance(work, str):
+        work = open_object_store(work)
+    report = TrainingReport(
+        run=run_id,
+        work=work.uri,
+        recipe_digest=recipe.digest(),
+        base_model=str(model_name or model.name),
+        base_weights_sha256=model.weights_sha256,
+        base_digest=model.digest,
+        seed=int(recipe.seed),
+        steps=steps,
+        rounds_planned=training.rounds,
+        shards=n_shards,
+        quorum=quorum,
+        tolerance=training.tolerance.as_dict(),
+        outer_lr=training.outer_lr,
+        tiles=_tile_hashes(tile_store, units),
+        initial_sha256=_sha(initial),
+    )
+    rounds = training.rounds
+    if training.budget is not None:
+        per_round = _round_estimate(
+            model, state, tile_store, units, recipe, steps, n_shards, quorum, config
+        )
+        if per_round > training.budget:
+            msg = (
+                f"a budget of {training.budget / 60:.2f} min is less than one round: one round "
+                f"of {n_shards} unit(s) x {steps} step(s) x quorum {quorum} takes about "
+                f"{per_round / 60:.2f} min here (measured on one local step); give a budget of "
+                f"at least {math.ceil(per_round / 60)} min, or fewer steps or shards"
+            )
+            raise TrainingError(msg)
+    accounts, revoked, ledger_key = operator_context(client, grid_dir, ledger_key)
+    work.put(
+        "run.json",
+        json.dumps(
+            {
+                "recipe": recipe.to_dict(),
+                "training": training.as_dict(),
+                "grid": config.as_dict(),
+                "quorum": quorum,
+                "shards": n_shards,
+                "steps": steps,
+                "base": report.base_model,
+                "base_weights_sha256": model.weights_sha256,
+            },
+            indent=1,
+            sort_keys=True,
+            default=str,
+        ).encode(),
+    )
+    volunteers: set[str] = set()
+    agreement: list[tuple[float, float]] = []
+    with contextlib.ExitStack() as stack:
+        r = 0
+        while r < rounds:  # rounds already finished (a resumed run) cost nothing
+            done = _finished_round(work, r)
+            if done is None:
+                break
+            state, info = done
+            report.rounds_done += 1
+            report.rounds_resumed += 1
+            report.units_accepted += info["accepted"]
+            volunteers.update(info.get("volunteers", []))
+            r += 1
+        emit("training", r, rounds, f"{r} round(s) resumed" if r else "")
+        if r < rounds and local:
+            import dask
+
+            stack.enter_context(
+                dask.config.set(
+                    {
+                        "distributed.scheduler.allowed-failures": config.allowed_failures,
+                        "distributed.scheduler.worker-ttl": config.worker_ttl,
+                    }
+                )
+            )
+            client = start_local_cluster(stack, config, model, model_name, weights)
+        while r < rounds:
+            elapsed = time.perf_counter() - t0
+            if training.budget is not None and report.round_times:
+                if elapsed + max(report.round_times) > training.budget:
+                    report.stopped = (
+                        f"budget: {elapsed / 60:.1f} of {training.budget / 60:.1f} min used, "
+                        f"a round takes {max(report.round_times) / 60:.1f} min"
+                    )
+                    break
+            t_round = time.perf_counter()
+            state, info = _run_round(
+                work,
+                r,
+                state,
+                tile_store,
+                model,
+                client,
+                config,
+                training,
+                quorum,
+                local,
+                recipe,
+                units,
+                n_shards,
+                steps,
+                ledger_key,
+                accounts,
+                revoked,
+                model_name,
+                weights,
+                emit,
+                report,
+            )
+            volunteers.update(info["volunteers"])
+            agreement += info["agreement"]
+            report.round_times.append(time.perf_counter() - t_round)
+            report.rounds_done += 1
+            r += 1
+            emit("training", r, rounds, f"round {r}: {info['accepted']} unit(s) accepted")
+    if report.rounds_done < training.rounds and not report.stopped:
+        report.stopped = f"{training.rounds - report.rounds_done} round(s) not run"
+    report.state = state
+    report.state_sha256 = _sha(state_bytes(state))
+    report.volunteers = sorted(volunteers)
+    if agreement:
+        report.agreement = {
+            "pairs": len(agreement),
+            "max_rel_diff": max(a for a, _ in agreement),
+            "min_cosine": min(c for _, c in agreement),
+        }
+    report.elapsed = time.perf_counter() - t0
+    return report
+
+
+def _tile_hashes(tile_store, units) -> list[tuple[str, str]]:
+    """``(tile_id, tile_sha256)`` of every tile trained on, in unit order."""
+    meta = tile_store.metadata()
+    sha = dict(zip(meta["tile_id"].astype(str), meta["tile_sha256"].astype(str), strict=False))
+    return [(str(t), sha.get(str(t), "")) for u in units for t in u.tile_ids]
+
+
+def _finished_round(work, r: int):
+    """``(next state, outer.json)`` of round ``r`` if its outer step was taken, else None."""
+    try:
+        info = json.loads(work.get(f"round-{r:04d}/outer.json"))
+        data = work.get(f"round-{r:04d}/next.npz")
+    except StoreNotFoundError:
+        return None
+    return load_state(data, info["next_sha256"], f"round {r}"), info
+
+
+def _run_round(
+    work,
+    r,
+    state,
+    tile_store,
+    model,
+    client,
+    config,
+    training,
+    quorum,
+    local,
+    recipe,
+    units,
+    n_shards,
+    steps,
+    ledger_key,
+    accounts,
+    revoked,
+    model_name,
+    weights,
+    emit,
+    report,
+):
+    root = work.child(f"round-{r:04d}")
+    data = state_bytes(state)
+    sha = _sha(data)
+    root.child("results").put("global.npz", data)
+    shards = plan_shards(units, n_shards, r, int(recipe.seed), steps)
+    sub = GridReport(model_name=str(model_name), model_digest=model.digest, min_quorum=quorum)
+    engine = TrainingEngine(
+        tile_store,
+        model,
+        client,
+        config,
+        quorum,
+        local,
+        sub,
+        root=root,
+        state=state,
+        state_key="global.npz",
+        state_sha256=sha,
+        state_data=data,
+        recipe=recipe,
+        tolerance=training.tolerance,
+        ledger_key=ledger_key,
+        accounts=accounts,
+        revoked=revoked,
+        model_name=model_name,
+        weights=None if weights is None else str(weights),
+    )
+    stage = f"round {r + 1}"
+    engine.start()
+    try:
+        engine.run(shards, lambda done: emit(stage, done, len(shards), ""))
+    finally:
+        engine.close()
+    accepted = engine.accepted_deltas()  # re-read and re-checked against what was validated
+    for rec in engine.units.values():
+        for rep in rec["replicas"].values():
+            if rep["status"] == "invalid":
+                report.rejected.append(
+                    {
+                        "round": r,
+                        "unit": rec["unit_key"],
+                        "volunteer": rep.get("worker"),
+                        "reason": rep.get("reason", ""),
+                    }
+                )
+    for name in sub.liars:
+        if name not in report.liars:
+            report.liars.append(name)
+    report.units_accepted += len(accepted)
+    report.units_disputed += len(shards) - len(accepted)
+    report.replicas_run += sub.replicas_run
+    report.replicas_invalid += sub.replicas_invalid
+    report.replicas_failed += sub.replicas_failed
+    report.replicas_lost += sub.replicas_lost
+    if accepted:
+        new = {
+            k: (
+                state[k]
+                + np.float32(training.outer_lr)
+                * np.mean([d[k] for _, d in accepted], axis=0, dtype=np.float64).astype(np.float32)
+            ).astype(np.float32)
+            for k in state
+        }
+    else:  # nothing validated: the global weights do not move
+        logger.warning("round %d: no training unit was accepted; the weights are unchanged", r)
+        new = state
+    next_data = state_bytes(new)
+    names = sorted(
+        {
+            v
+            for rec in engine.units.values()
+            for v in (rec.get("accepted") or {}).get("volunteers", [])
+        }
+    )
+    info = {
+        "round": r,
+        "input_sha256": sha,
+        "next_sha256": _sha(next_data),
+        "accepted": len(accepted),
+        "units": [k for k, _ in accepted],
+        "volunteers": names,
+        "outer_lr": training.outer_lr,
+    }
+    root.put("next.npz", next_data)
+    root.put("outer.json", json.dumps(info, indent=1, sort_keys=True).encode())
+    info["agreement"] = engine.agreement
+    return new, info
+
+
+def _round_estimate(model, state, tile_store, units, recipe, steps, n_shards, quorum, config):
+    """Seconds one round takes here: one local step measured, times the round's steps per
+    worker thread (a lower bound on a grid of slower volunteers)."""
+    from grid._training_task import compute_delta
+
+    _, tiles = tile_store.read_unit(units[0].unit_key)
+    t = time.perf_counter()
+    compute_delta(model, state, tiles, recipe, seed=0, steps=1)
+    step = time.perf_counter() - t
+    threads = max(1, config.n_workers * config.threads_per_worker)
+    return step * steps * math.ceil(n_shards * quorum / threads)
