@@ -163,6 +163,8 @@ def read_state(data: bytes, like: dict[str, np.ndarray], label: str) -> dict[str
                     msg = f"{label}: tensor {key} has shape {arr.shape}, expected {np.shape(ref)}"
                     raise InvalidResultError("shape", msg)
                 out[key] = arr
+    except InvalidResultError:
+        raise
     except (ValueError, OSError, zipfile.BadZipFile) as exc:
         msg = f"{label}: unreadable archive ({exc})"
         raise InvalidResultError("format", msg) from None

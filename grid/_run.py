@@ -248,7 +248,9 @@ def operator_context(client, grid_dir, ledger_key):
     return accounts, revoked, ledger_key
 
 
-def start_local_cluster(stack: contextlib.ExitStack, config: GridConfig, model, name, weights):
+def start_local_cluster(
+    stack: contextlib.ExitStack, config: GridConfig, model, name, weights, numerical_class=None
+):
     """A client of a new :class:`distributed.LocalCluster` whose workers load and verify
     ``model`` at start-up (closed with ``stack``); call inside the run's dask config."""
     from distributed import Client, LocalCluster
@@ -272,6 +274,7 @@ def start_local_cluster(stack: contextlib.ExitStack, config: GridConfig, model, 
             model.weights_sha256,
             model.digest,
             config.threads_per_worker,
+            numerical_class,
         )
     )
     return client

@@ -40,6 +40,9 @@ __all__ = ["TrainingConfig", "TrainingReport", "plan_shards", "run_training"]
 
 logger = logging.getLogger("grid.training")
 
+#: Numerical class training units run in on every worker (torch, fp32).
+TRAINING_CLASS = "torch-fp32"
+
 Progress = Callable[[str, int, int, str], None]
 
 
@@ -61,7 +64,8 @@ class TrainingConfig:
     tolerance : DeltaTolerance
         When two replicas' deltas agree.
     min_tiles : int or None
-        Fewest tiles a store must hold to be tuned on (``None``: ``2 * batch_size``).
+        Fewest tiles of a training unit, hence of the store (at least the recipe's
+        ``min_tiles``, which :func:`embeddings.local_steps` requires).
     budget : float or None
         Wall-time budget (s): rounds stop when the next one would not fit.
     """
@@ -207,23 +211,68 @@ class TrainingReport:
         return "\n".join(lines)
 
 
-def plan_shards(units: list, n_shards: int, round_index: int, seed: int, steps: int) -> list[Shard]:
-    """The training units of one round: ``units`` dealt into ``n_shards`` shards.
+def plan_shards(
+    units: list, n_shards: int, round_index: int, seed: int, steps: int, min_tiles: int = 1
+) -> list[Shard]:
+    """The training units of one round: ``units`` cut into ``n_shards`` shards of whole units.
 
-    Unit ``i`` goes to shard ``(i + round_index) % n_shards``, so each round pairs other units;
-    each shard's seed derives from ``(seed, round, shard)``, so replicas of a unit run the same
-    data order and a resumed run the same rounds.
+    The units, rotated by ``round_index`` positions so that each round groups them otherwise,
+    are dealt in order into shards of about equal tile counts, none with fewer than
+    ``min_tiles`` tiles (a short last shard joins the one before). Each shard's seed derives
+    from ``(seed, round, shard)``, so the replicas of a unit run the same data order and a
+    resumed run the same rounds.
     """
-    shards = [
-        Shard(unit_key=f"r{round_index:04d}-s{s:03d}", units=[], steps=steps)
-        for s in range(n_shards)
-    ]
-    for i, unit in enumerate(units):
-        shards[(i + round_index) % n_shards].units.append(unit)
-    for s, shard in enumerate(shards):
+    if not units:
+        return []
+    k = round_index % len(units)
+    order = units[k:] + units[:k]
+    total = sum(len(u.tile_ids) for u in order)
+    n_shards = max(1, min(n_shards, len(order), total // max(1, min_tiles) or 1))
+    target = total / n_shards
+    groups: list[list] = [[]]
+    count = 0
+    for unit in order:
+        if count >= target * len(groups) and len(groups) < n_shards:
+            groups.append([])
+        groups[-1].append(unit)
+        count += len(unit.tile_ids)
+    if len(groups) > 1 and sum(len(u.tile_ids) for u in groups[-1]) < min_tiles:
+        last = groups.pop()
+        groups[-1].extend(last)
+    shards = []
+    for s, group in enumerate(groups):
         text = f"{seed}:{round_index}:{s}".encode()
-        shard.seed = int.from_bytes(hashlib.sha256(text).digest()[:4], "little") & 0x7FFFFFFF
-    return [s for s in shards if s.units]
+        shard_seed = int.from_bytes(hashlib.sha256(text).digest()[:4], "little") & 0x7FFFFFFF
+        shards.append(
+            Shard(
+                unit_key=f"r{round_index:04d}-s{s:03d}", units=group, seed=shard_seed, steps=steps
+            )
+        )
+    return shards
+
+
+@dataclass
+class _Plan:
+    """What every round of one run shares."""
+
+    work: object
+    tile_store: object
+    model: object
+    client: object
+    config: GridConfig
+    training: TrainingConfig
+    recipe: object
+    units: list
+    n_shards: int
+    steps: int
+    min_tiles: int
+    quorum: int
+    local: bool
+    ledger_key: object
+    accounts: dict
+    revoked: object
+    model_name: str | None
+    weights: str | None
 
 
 def _sha(data: bytes) -> str:
@@ -284,7 +333,7 @@ def run_training(
     embeddings.EmbeddingError
         If the base model cannot be loaded (e.g. its weights are absent).
     """
-    from embeddings import load_model, trainable_state
+    from embeddings import EmbedConfig, load_model, trainable_state
     from hubcat.storage import open_object_store
     from tiling import TileStore
 
@@ -296,16 +345,16 @@ def run_training(
         tile_store = TileStore.open(tile_store)
     units = list(units if units is not None else tile_store.units())
     n_tiles = sum(len(u.tile_ids) for u in units)
-    min_tiles = training.min_tiles or 2 * int(recipe.batch_size)
+    min_tiles = max(training.min_tiles or 0, int(recipe.min_tiles))
     if n_tiles < min_tiles:
         msg = (
-            f"tile store {tile_store.uri} holds {n_tiles} tiles in {len(units)} units; tuning "
-            f"needs at least {min_tiles} (2 batches of {recipe.batch_size}): tile more mosaics "
-            "into it or lower the batch size"
+            f"tile store {tile_store.uri} holds {n_tiles} tile(s) in {len(units)} unit(s); "
+            f"tuning needs at least {min_tiles} (a training unit's batch needs other tiles as "
+            "negatives): tile more mosaics into it"
         )
         raise TrainingError(msg)
     model_name = model_name or recipe.base
-    model = load_model(model_name, weights)
+    model = load_model(model_name, weights, config=EmbedConfig(runtime="torch"))
     state = {
         k: np.ascontiguousarray(v, dtype=np.float32)
         for k, v in trainable_state(model, recipe).items()
@@ -314,7 +363,7 @@ def run_training(
     local = client is None
     quorum = config.quorum(local)
     n_shards = training.shards or min(len(units), 2 * config.n_workers if local else 8)
-    n_shards = max(1, min(n_shards, len(units)))
+    n_shards = len(plan_shards(units, n_shards, 0, 0, 1, min_tiles))
     initial = state_bytes(state)
     run_id = _sha(
         json.dumps(
@@ -355,8 +404,9 @@ def run_training(
     )
     rounds = training.rounds
     if training.budget is not None:
+        first = plan_shards(units, n_shards, 0, 0, steps, min_tiles)[0]
         per_round = _round_estimate(
-            model, state, tile_store, units, recipe, steps, n_shards, quorum, config
+            model, state, tile_store, first, recipe, n_shards, quorum, config
         )
         if per_round > training.budget:
             msg = (
@@ -411,7 +461,7 @@ def run_training(
                     }
                 )
             )
-            client = start_local_cluster(stack, config, model, model_name, weights)
+            client = start_local_cluster(stack, config, model, model_name, weights, TRAINING_CLASS)
         while r < rounds:
             elapsed = time.perf_counter() - t0
             if training.budget is not None and report.round_times:
@@ -422,29 +472,12 @@ def run_training(
                     )
                     break
             t_round = time.perf_counter()
-            state, info = _run_round(
-                work,
-                r,
-                state,
-                tile_store,
-                model,
-                client,
-                config,
-                training,
-                quorum,
-                local,
-                recipe,
-                units,
-                n_shards,
-                steps,
-                ledger_key,
-                accounts,
-                revoked,
-                model_name,
+            ctx = _Plan(
+                work, tile_store, model, client, config, training, recipe, units, n_shards,
+                steps, min_tiles, quorum, local, ledger_key, accounts, revoked, model_name,
                 weights,
-                emit,
-                report,
-            )
+            )  # fmt: skip
+            state, info = _run_round(ctx, r, state, emit, report)
             volunteers.update(info["volunteers"])
             agreement += info["agreement"]
             report.round_times.append(time.perf_counter() - t_round)
@@ -483,42 +516,22 @@ def _finished_round(work, r: int):
     return load_state(data, info["next_sha256"], f"round {r}"), info
 
 
-def _run_round(
-    work,
-    r,
-    state,
-    tile_store,
-    model,
-    client,
-    config,
-    training,
-    quorum,
-    local,
-    recipe,
-    units,
-    n_shards,
-    steps,
-    ledger_key,
-    accounts,
-    revoked,
-    model_name,
-    weights,
-    emit,
-    report,
-):
+def _run_round(ctx: _Plan, r: int, state: dict, emit: Progress, report: TrainingReport):
+    """Run round ``r`` from ``state``; take its outer step; return ``(next state, info)``."""
+    work, training, recipe, model = ctx.work, ctx.training, ctx.recipe, ctx.model
     root = work.child(f"round-{r:04d}")
     data = state_bytes(state)
     sha = _sha(data)
     root.child("results").put("global.npz", data)
-    shards = plan_shards(units, n_shards, r, int(recipe.seed), steps)
-    sub = GridReport(model_name=str(model_name), model_digest=model.digest, min_quorum=quorum)
+    shards = plan_shards(ctx.units, ctx.n_shards, r, int(recipe.seed), ctx.steps, ctx.min_tiles)
+    sub = GridReport(model_name=str(ctx.model_name), model_digest=model.digest)
     engine = TrainingEngine(
-        tile_store,
+        ctx.tile_store,
         model,
-        client,
-        config,
-        quorum,
-        local,
+        ctx.client,
+        ctx.config,
+        ctx.quorum,
+        ctx.local,
         sub,
         root=root,
         state=state,
@@ -527,11 +540,11 @@ def _run_round(
         state_data=data,
         recipe=recipe,
         tolerance=training.tolerance,
-        ledger_key=ledger_key,
-        accounts=accounts,
-        revoked=revoked,
-        model_name=model_name,
-        weights=None if weights is None else str(weights),
+        ledger_key=ctx.ledger_key,
+        accounts=ctx.accounts,
+        revoked=ctx.revoked,
+        model_name=ctx.model_name,
+        weights=None if ctx.weights is None else str(ctx.weights),
     )
     stage = f"round {r + 1}"
     engine.start()
@@ -595,14 +608,14 @@ def _run_round(
     return new, info
 
 
-def _round_estimate(model, state, tile_store, units, recipe, steps, n_shards, quorum, config):
-    """Seconds one round takes here: one local step measured, times the round's steps per
-    worker thread (a lower bound on a grid of slower volunteers)."""
+def _round_estimate(model, state, tile_store, shard, recipe, n_shards, quorum, config) -> float:
+    """Seconds one round takes here: one local step on the first shard measured, times the
+    round's steps per worker thread (a lower bound on a grid of slower volunteers)."""
     from grid._training_task import compute_delta
 
-    _, tiles = tile_store.read_unit(units[0].unit_key)
+    tiles = np.concatenate([tile_store.read_unit(u.unit_key)[1] for u in shard.units], axis=0)
     t = time.perf_counter()
     compute_delta(model, state, tiles, recipe, seed=0, steps=1)
     step = time.perf_counter() - t
     threads = max(1, config.n_workers * config.threads_per_worker)
-    return step * steps * math.ceil(n_shards * quorum / threads)
+    return step * shard.steps * math.ceil(n_shards * quorum / threads)

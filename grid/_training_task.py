@@ -110,7 +110,12 @@ def run_training_replica(spec: dict) -> tuple[str, int, str]:
     except ValueError:  # called outside a worker (tests, benchmarks)
         threads, ca_file = 1, None
     model = worker_model(
-        spec["model_name"], spec["weights"], spec["weights_sha256"], spec["digest"], threads
+        spec["model_name"],
+        spec["weights"],
+        spec["weights_sha256"],
+        spec["digest"],
+        threads,
+        "torch-fp32",  # training runs in torch whatever runtime embeds on this worker
     )
     recipe = TuneRecipe.from_dict(spec["recipe"])
     what = f"training unit {spec['unit_key']}"

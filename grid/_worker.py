@@ -116,14 +116,24 @@ class ModelPlugin(WorkerPlugin):
         What the operator expects (see :func:`worker_model`).
     threads : int
         torch intra-op threads on the worker.
+    numerical_class : str or None
+        The class to load it in (``"torch-fp32"`` for training units); ``None``: the default.
     """
 
     idempotent = False
 
-    def __init__(self, name, weights, weights_sha256: str, digest: str, threads: int) -> None:
+    def __init__(
+        self,
+        name,
+        weights,
+        weights_sha256: str,
+        digest: str,
+        threads: int,
+        numerical_class: str | None = None,
+    ) -> None:
         self.name = "hubcat-model"
-        self.args = (name, weights, weights_sha256, digest, threads)
+        self.args = (name, weights, weights_sha256, digest, threads, numerical_class)
 
     def setup(self, worker) -> None:
-        set_torch_threads(self.args[-1])
+        set_torch_threads(self.args[4])
         worker_model(*self.args)
