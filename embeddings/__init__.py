@@ -29,6 +29,9 @@ from embeddings._runtime import (
     runnable_classes,
 )
 from embeddings._store import EmbeddingStore, UnitRecord
+from embeddings._tune import OBJECTIVES, TuneRecipe, check_delta, local_steps, trainable_state
+from embeddings._tuned import is_model_dir, read_model_config, save_tuned_model, tuned_name
+from embeddings._views import ViewParams
 from embeddings.errors import (
     CorruptWeightsError,
     EmbeddingConfigError,
@@ -39,6 +42,7 @@ from embeddings.errors import (
     PrecisionUnavailableError,
     RuntimeUnavailableError,
     TileInputError,
+    TuneError,
     UnknownModelError,
     WeightsError,
     WeightsMismatchError,
@@ -48,6 +52,7 @@ from embeddings.errors import (
 __all__ = [
     "CLASS_MIN_COSINE",
     "DEFAULT_MODEL",
+    "OBJECTIVES",
     "PRECISIONS",
     "REGISTRY",
     "RUNTIMES",
@@ -65,11 +70,15 @@ __all__ = [
     "Resolved",
     "RuntimeUnavailableError",
     "TileInputError",
+    "TuneError",
+    "TuneRecipe",
     "UnitRecord",
     "UnknownModelError",
+    "ViewParams",
     "WeightsError",
     "WeightsMismatchError",
     "WeightsUnavailableError",
+    "check_delta",
     "class_min_cosine",
     "class_resources",
     "config_for_class",
@@ -77,13 +86,19 @@ __all__ = [
     "embed_tiles",
     "get_spec",
     "installed_runtimes",
+    "is_model_dir",
     "list_registered",
     "load_model",
+    "local_steps",
     "native_precisions",
     "numerical_class",
     "preprocess",
+    "read_model_config",
     "resolve",
     "runnable_classes",
+    "save_tuned_model",
+    "trainable_state",
+    "tuned_name",
     "validate_tiles",
     "verify_weights",
 ]

