@@ -167,7 +167,10 @@ class Engine(Placement, ReachBack):
 
     # -- bookkeeping ----------------------------------------------------------------------
     def refresh_workers(self) -> dict[str, str]:
-        info = self.client.scheduler_info(n_workers=-1)
+        # Ask the scheduler itself: Client.scheduler_info() returns a cache that the client's
+        # periodic refresh may have replaced, just then, by one without per-worker entries
+        # (every replica in flight would then look orphaned and be re-planned).
+        info = self.client.sync(self.client.scheduler.identity, n_workers=-1)
         prefix = "local-" if self.local else ""  # local workers are named 0, 1, ...
         self.names = {
             addr: f"{prefix}{w.get('name', addr)}" for addr, w in info.get("workers", {}).items()

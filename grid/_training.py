@@ -285,6 +285,7 @@ def run_training(
     *,
     model_name: str | None = None,
     weights: str | None = None,
+    base=None,
     client=None,
     config: GridConfig | None = None,
     training: TrainingConfig | None = None,
@@ -303,7 +304,10 @@ def run_training(
     recipe : embeddings.TuneRecipe
         Objective, batch, learning rate, seed, steps per unit.
     model_name, weights : str or None
-        The base model, as for :func:`embeddings.load_model` (default ``recipe.base``).
+        The base model, as for :func:`embeddings.load_model` (default ``recipe.base``); the
+        workers load it by these and verify its weights' sha256.
+    base : embeddings.EmbeddingModel or None
+        The base model already loaded here (default: loaded from ``model_name``, ``weights``).
     client : distributed.Client or None
         A client of the grid scheduler; ``None`` starts a :class:`distributed.LocalCluster`.
     config : GridConfig or None
@@ -354,7 +358,7 @@ def run_training(
         )
         raise TrainingError(msg)
     model_name = model_name or recipe.base
-    model = load_model(model_name, weights, config=EmbedConfig(runtime="torch"))
+    model = base or load_model(model_name, weights, config=EmbedConfig(runtime="torch"))
     state = {
         k: np.ascontiguousarray(v, dtype=np.float32)
         for k, v in trainable_state(model, recipe).items()

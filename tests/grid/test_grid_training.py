@@ -249,7 +249,10 @@ def test_a_liars_deltas_are_rejected_and_the_tuned_weights_equal_an_honest_runs(
     from grid._ledger import CreditLedger, load_ledger_key
     from grid._liar import LiarPlugin
 
+    from embeddings import EmbedConfig, load_model
+
     recipe = tiny_recipe()
+    base = load_model(None, config=EmbedConfig(runtime="torch"))
     config = GridConfig(min_quorum=2, dispute_margin=0, max_replicas=3, n_workers=3)
     training = TrainingConfig(rounds=2, shards=3)
     key = tmp_path / "ledger.key"
@@ -261,13 +264,13 @@ def test_a_liars_deltas_are_rejected_and_the_tuned_weights_equal_an_honest_runs(
     ):
         client.register_plugin(LiarPlugin(["2"], modes=("perturb", "scale", "zero")))
         lied = run_training(
-            real_store, recipe, client=client, config=config, training=training,
+            real_store, recipe, base=base, client=client, config=config, training=training,
             work=str(tmp_path / "with-liar"), ledger_key=key,
         )  # fmt: skip
         client.retire_workers(names=["2"], close_workers=True)
         client.wait_for_workers(2)
         honest = run_training(
-            real_store, recipe, client=client, config=config, training=training,
+            real_store, recipe, base=base, client=client, config=config, training=training,
             work=str(tmp_path / "honest"), ledger_key=key,
         )  # fmt: skip
     assert (lied.rounds_done, lied.units_accepted) == (2, 6)
@@ -290,4 +293,4 @@ def test_a_liars_deltas_are_rejected_and_the_tuned_weights_equal_an_honest_runs(
     outer = json.loads((tmp_path / "with-liar" / "round-0001" / "outer.json").read_text())
     assert outer["accepted"] == 3
     assert lied.initial_sha256 == honest.initial_sha256 != lied.state_sha256
-    assert lied.replicas_per_accepted_unit == pytest.approx(16 / 6)
+    assert lied.replicas_run == 16 and lied.replicas_per_accepted_unit == pytest.approx(16 / 6)
