@@ -246,10 +246,9 @@ def test_a_liars_deltas_are_rejected_and_the_tuned_weights_equal_an_honest_runs(
 ):
     from distributed import Client, LocalCluster
 
+    from embeddings import EmbedConfig, load_model
     from grid._ledger import CreditLedger, load_ledger_key
     from grid._liar import LiarPlugin
-
-    from embeddings import EmbedConfig, load_model
 
     recipe = tiny_recipe()
     base = load_model(None, config=EmbedConfig(runtime="torch"))
