@@ -11,7 +11,7 @@ from pipeline.cli import main
 
 @pytest.fixture(scope="module")
 def cosmos_store(tmp_path_factory, hst_dir):
-    """9 real HST tiles (COSMOS F814W, stride 112) in 3 units."""
+    """16 real HST tiles (COSMOS F814W, stride 112) in units of 3."""
     from tiling import TileStore, TilingConfig
 
     store = TileStore.create(
@@ -22,12 +22,20 @@ def cosmos_store(tmp_path_factory, hst_dir):
     return store
 
 
-def test_too_few_tiles_is_a_clear_error(cosmos_store, tmp_path, capsys):
+def test_too_few_tiles_is_a_clear_error(tmp_path, hst_dir, capsys):
+    from tiling import TileStore, TilingConfig
+
+    store = TileStore.create(
+        tmp_path / "tiles", TilingConfig(zooms=(2,), stride=112, measure_sources=False)
+    )
+    store.add_mosaic(hst_dir / "galsim_cosmos_147246.0_150.416558_1.998697_masknoise.fits")
+    n = len(store.metadata())
+    assert 0 < n < 16
     out = tmp_path / "model"
-    code = main(["tune", "--store", cosmos_store.uri, "--out", str(out), "--no-progress"])
+    code = main(["tune", "--store", store.uri, "--out", str(out), "--no-progress"])
     err = capsys.readouterr().err
     assert code == 1
-    assert "holds 9 tile(s)" in err and "at least 16" in err and "tile more mosaics" in err
+    assert f"holds {n} tile(s)" in err and "at least 16" in err and "tile more mosaics" in err
     assert not out.exists()
 
 
