@@ -154,6 +154,7 @@ def run_units(
     with contextlib.ExitStack() as stack:
         if local:
             import dask
+            import distributed.config  # noqa: F401  (its defaults must exist before the set)
 
             stack.enter_context(
                 dask.config.set(

@@ -292,6 +292,7 @@ def run_training(
         emit("training", r, rounds, f"{r} round(s) resumed" if r else "")
         if r < rounds and local:
             import dask
+            import distributed.config  # noqa: F401  (its defaults must exist before the set)
 
             stack.enter_context(
                 dask.config.set(
