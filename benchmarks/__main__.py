@@ -13,7 +13,17 @@ from pathlib import Path
 import benchmarks
 from benchmarks._common import Figure
 
-ORDER = ["tiling", "pixels", "embedding", "grid", "training", "search", "provenance", "batch", "serve"]
+ORDER = [
+    "tiling",
+    "pixels",
+    "embedding",
+    "grid",
+    "training",
+    "search",
+    "provenance",
+    "batch",
+    "serve",
+]
 
 
 def stages() -> list[str]:
