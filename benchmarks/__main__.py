@@ -20,6 +20,7 @@ ORDER = [
     "grid",
     "training",
     "search",
+    "quality",
     "provenance",
     "batch",
     "serve",

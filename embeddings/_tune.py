@@ -86,11 +86,11 @@ class TuneRecipe:
     base: str = DEFAULT_MODEL
     objective: str = "infonce"
     cut: int = 4
-    hidden: int = 512
+    hidden: int = 1024
     dim: int = 256
     steps_per_unit: int = 50
     batch_size: int = 64
-    lr: float = 1e-3
+    lr: float = 3e-4
     weight_decay: float = 1e-4
     temperature: float = 0.1
     views_per_tile: int = 4

@@ -22,7 +22,9 @@ __all__ = ["LocalHead", "TunedNet", "encoder_channels", "truncated_features"]
 
 
 class LocalHead(nn.Module):
-    """Per-position MLP on a feature map, then the mean over positions.
+    """Per-position codes of a feature map (layer norm, linear, GELU), their mean over
+    positions, then a linear projection (which commutes with the mean: the projected vector of
+    a tile is still the mean of the projected codes of its parts).
 
     Parameters
     ----------
@@ -42,12 +44,12 @@ class LocalHead(nn.Module):
         self.fc2 = nn.Linear(hidden, dim)
 
     def local(self, x: torch.Tensor) -> torch.Tensor:
-        """Codes ``(B, H*W, dim)`` of a feature map ``(B, C, H, W)``."""
+        """Codes ``(B, H*W, hidden)`` of a feature map ``(B, C, H, W)``."""
         x = x.flatten(2).transpose(1, 2)
-        return self.fc2(self.act(self.fc1(self.norm(x))))
+        return self.act(self.fc1(self.norm(x)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.local(x).mean(dim=1)
+        return self.fc2(self.local(x).mean(dim=1))
 
 
 def truncated_features(net: nn.Module, x: torch.Tensor, cut: int) -> torch.Tensor:

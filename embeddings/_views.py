@@ -9,6 +9,7 @@ tile show the same sky; views of other tiles show other sky. Everything is drawn
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -51,21 +52,32 @@ class ViewParams:
         }
 
 
-def _blur(img: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of ``(1, 1, H, W)`` with reflected borders."""
-    if sigma < 0.05:
-        return img
-    radius = max(1, int(3 * sigma + 0.5))
+#: The 8 flips/rotations as 2x2 matrices acting on output coordinates (x, y).
+_D4 = (
+    ((1, 0), (0, 1)),
+    ((0, -1), (1, 0)),
+    ((-1, 0), (0, -1)),
+    ((0, 1), (-1, 0)),
+    ((-1, 0), (0, 1)),
+    ((0, 1), (1, 0)),
+    ((1, 0), (0, -1)),
+    ((0, -1), (-1, 0)),
+)
+#: Views made per batched call (bounds memory).
+_CHUNK = 64
+
+
+def _blur(images: torch.Tensor, sigmas: torch.Tensor, radius: int) -> torch.Tensor:
+    """Separable Gaussian blur of ``(M, S, S)`` with one sigma per image, reflected borders."""
+    m = images.shape[0]
     x = torch.arange(-radius, radius + 1, dtype=torch.float32)
-    k = torch.exp(-0.5 * (x / sigma) ** 2)
-    k = k / k.sum()
-    img = F.pad(img, (radius, radius, radius, radius), mode="reflect")
-    img = F.conv2d(img, k.view(1, 1, 1, -1))
-    return F.conv2d(img, k.view(1, 1, -1, 1))
-
-
-def _uniform(gen: torch.Generator, lo: float, hi: float) -> float:
-    return float(lo + (hi - lo) * torch.rand((), generator=gen))
+    s = sigmas.clamp(min=1e-3).view(m, 1)
+    k = torch.exp(-0.5 * (x.view(1, -1) / s) ** 2)
+    k = k / k.sum(dim=1, keepdim=True)
+    img = F.pad(images[None], (radius, radius, radius, radius), mode="reflect")
+    img = F.conv2d(img, k.view(m, 1, 1, -1), groups=m)
+    img = F.conv2d(img, k.view(m, 1, -1, 1), groups=m)
+    return img[0]
 
 
 def make_views(
@@ -86,27 +98,32 @@ def make_views(
     torch.Tensor, shape (N, n_views, S, S), float32, values in [0, 1]
     """
     n, size = tiles.shape[0], tiles.shape[-1]
-    out = torch.empty((n, n_views, size, size), dtype=torch.float32)
-    for i in range(n):
-        for v in range(n_views):
-            side = round(size * _uniform(gen, params.crop_min, params.crop_max))
-            side = min(size, max(8, side))
-            y0 = int(torch.randint(0, size - side + 1, (), generator=gen))
-            x0 = int(torch.randint(0, size - side + 1, (), generator=gen))
-            img = tiles[i, y0 : y0 + side, x0 : x0 + side][None, None]
-            if side != size:
-                img = F.interpolate(
-                    img, size=(size, size), mode="bilinear", antialias=True, align_corners=False
-                )
-            k = int(torch.randint(0, 8, (), generator=gen))
-            if k >= 4:
-                img = img.flip(-1)
-            img = torch.rot90(img, k % 4, dims=(-2, -1))
-            img = _blur(img, _uniform(gen, 0.0, params.blur_max))
-            log_g = _uniform(gen, -1.0, 1.0) * float(torch.log(torch.tensor(params.gamma_max)))
-            img = img.clamp(0.0, 1.0) ** float(torch.exp(torch.tensor(log_g)))
-            sigma = _uniform(gen, 0.0, params.noise_max)
-            if sigma > 0:
-                img = img + sigma * torch.randn(img.shape, generator=gen)
-            out[i, v] = img[0, 0].clamp(0.0, 1.0)
-    return out
+    m = n * n_views
+    # every draw is made up front, in one order, so the views depend only on the seed
+    frac = params.crop_min + (params.crop_max - params.crop_min) * torch.rand(m, generator=gen)
+    frac = frac.clamp(max=1.0)
+    place = torch.rand(m, 2, generator=gen) * (1.0 - frac).view(m, 1)
+    d4 = torch.randint(0, 8, (m,), generator=gen)
+    sigma = params.blur_max * torch.rand(m, generator=gen)
+    log_gamma = (2 * torch.rand(m, generator=gen) - 1) * math.log(params.gamma_max)
+    noise = params.noise_max * torch.rand(m, generator=gen)
+    eps = torch.randn((m, size, size), generator=gen)
+    rot = torch.tensor(_D4, dtype=torch.float32)[d4]  # (m, 2, 2)
+    theta = torch.empty((m, 2, 3), dtype=torch.float32)
+    theta[:, :, :2] = rot * frac.view(m, 1, 1)
+    theta[:, :, 2] = (place + 0.5 * frac.view(m, 1)) * 2.0 - 1.0
+    radius = max(1, math.ceil(3 * params.blur_max))
+    source = tiles.repeat_interleave(n_views, dim=0)
+    out = torch.empty((m, size, size), dtype=torch.float32)
+    for a in range(0, m, _CHUNK):
+        b = min(m, a + _CHUNK)
+        grid = F.affine_grid(theta[a:b], [b - a, 1, size, size], align_corners=False)
+        img = F.grid_sample(
+            source[a:b, None], grid, mode="bilinear", padding_mode="border", align_corners=False
+        )[:, 0]
+        if params.blur_max > 0:
+            img = _blur(img, sigma[a:b], radius)
+        img = img.clamp(0.0, 1.0) ** torch.exp(log_gamma[a:b]).view(-1, 1, 1)
+        img = img + noise[a:b].view(-1, 1, 1) * eps[a:b]
+        out[a:b] = img.clamp(0.0, 1.0)
+    return out.view(n, n_views, size, size)

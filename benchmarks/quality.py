@@ -1,0 +1,309 @@
+"""Search quality on real Hubble mosaics: the base model against a model tuned in this run.
+
+Mosaics (real pixels; training and scoring sets are disjoint and printed):
+
+- training: the demo's sample mosaics (:func:`pipeline.samples.sample_paths`: mpdaf's WFPC2
+  Abell 478 cutout and Hubble Deep Field South) and scikit-image's Hubble Deep Field image,
+  tiled by the project's :class:`tiling.TileStore` (zoom 1, stride 56 px);
+- scoring: the ACS/HRC 47 Tuc drizzled mosaic, the ACS/WFC COSMOS cutout and the WFC3/IR
+  Abell 2744 cutout of ``../shared/data/hst/`` (none of them, and no other cut of their sky,
+  is seen in training).
+
+The tuned model comes from the real tuning computation: rounds of :func:`embeddings.local_steps`
+on shards of the training store's tiles, deltas checked with :func:`embeddings.check_delta` and
+averaged (FedAvg outer step, outer learning rate 1), then written with
+:func:`embeddings.save_tuned_model` and loaded back with :func:`embeddings.load_model` (the
+default runtime, OpenVINO fp32 where installed) -- what a grid tune computes for one replica per
+unit. ``HUBCAT_BENCH_TUNED=DIR[,DIR...]`` scores existing tuned models instead of tuning.
+
+Figures, for the base model (``tf_efficientnet_lite0``, ImageNet weights, D4-pooled) and each
+tuned model, all measured in the same run on the same tiles:
+
+- shift-retrieval@1: grid tiles at half-tile stride against the same sky shifted by a quarter
+  tile in x and y (footprint tiles only: at least half valid pixels); a shifted tile scores when
+  its nearest grid tile (same mosaic, cosine) is one of the grid tiles it overlaps most
+  (:func:`benchmarks.search.shift_tiles`, the same tiles for every model);
+- object retrieval@10: real galaxies cut from the Hubble Deep Field image and synthetic arcs,
+  rings, edge-on discs, mergers and trails (:mod:`benchmarks._objects`), 12 of each kind,
+  injected at random grid-tile positions of the scoring mosaics; for each injected tile, the
+  share of its 10 nearest other tiles (all grid tiles and injected tiles) holding the same kind;
+- anomaly precision: 2 injected tiles of each kind among all grid tiles of the scoring mosaics;
+  the share of injected tiles among the top N (N = number injected) of the catalogue's anomaly
+  ranking (:meth:`catalog.Catalogue.anomalies`: 1 - cosine to the k-th nearest other tile, k =
+  ``CatalogConfig().anomaly_k``), computed exactly on the same vectors.
+
+The tune takes ~10-20 minutes on two shared cores (``HUBCAT_BENCH_TUNE_ROUNDS`` rounds, default
+2); ``--quick`` tunes one short round (a smoke run, not the quality figure).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks._common import Figure, cpu_threads
+
+STAGE = "quality"
+#: Scoring mosaics (file in ../shared/data/hst, HDU).
+SCORE_FILES: tuple[tuple[str, str | int], ...] = (
+    ("drizzle_reference_square_image_acs-hrc_f606w_ngc104.fits", "SCI"),
+    ("galsim_cosmos_147246.0_150.416558_1.998697_masknoise.fits", 0),
+    ("abell_2744_cd_galaxy_f105w.fits.gz", 0),
+)
+PER_KIND = 12
+ANOMALY_PER_KIND = 2
+K = 10
+
+
+def _recipe(quick: bool):
+    from embeddings import TuneRecipe
+
+    if quick:
+        return TuneRecipe(steps_per_unit=20, batch_size=32, views_per_tile=2)
+    return TuneRecipe(steps_per_unit=50, batch_size=32, views_per_tile=4)
+
+
+def hdf_image() -> np.ndarray:
+    """scikit-image's Hubble Deep Field JPEG as one grey band in [0, 1] (float32)."""
+    import skimage.data
+
+    return skimage.data.hubble_deep_field().astype(np.float32).mean(axis=-1) / 255.0
+
+
+def training_tiles(folder: Path) -> tuple[np.ndarray, list[str], object]:
+    """Tiles of the training mosaics: the demo's samples cut by the project's tiling into a tile
+    store, and the Hubble Deep Field JPEG (no WCS, already stretched) cut at the same stride."""
+    from pipeline.samples import sample_paths
+    from tiling import TILE_SIZE, TileStore, TilingConfig
+
+    sources = sample_paths()
+    stride = 56
+    config = TilingConfig(zooms=(1,), stride=stride, measure_sources=False)
+    store = TileStore.open_or_create(folder / "train-tiles", config)
+    for path in sources:
+        store.add_mosaic(path)
+    parts = [store.read_unit(u.unit_key)[1] for u in store.units()]
+    grey = hdf_image()
+    ny, nx = grey.shape
+    parts.append(
+        np.array(
+            [
+                grey[y : y + TILE_SIZE, x : x + TILE_SIZE]
+                for y in range(0, ny - TILE_SIZE + 1, stride)
+                for x in range(0, nx - TILE_SIZE + 1, stride)
+            ]
+        )
+    )
+    tiles = np.ascontiguousarray(np.concatenate(parts), dtype=np.float32)
+    names = [p.name for p in sources] + ["skimage hubble_deep_field.jpg"]
+    return tiles, names, store
+
+
+def tune(base, tiles: np.ndarray, recipe, rounds: int, out: Path, shards: int = 2) -> Path:
+    """Rounds of :func:`embeddings.local_steps` on shards, FedAvg of the checked deltas."""
+    import hashlib
+
+    from embeddings import check_delta, local_steps, save_tuned_model, trainable_state
+
+    state = trainable_state(base, recipe)
+    order = np.random.default_rng(recipe.seed).permutation(len(tiles))
+    parts = np.array_split(order, shards)
+    for r in range(rounds):
+        deltas = []
+        for s, part in enumerate(parts):
+            seed = recipe.seed * 1_000_003 + r * 1_009 + s
+            new = local_steps(
+                base, state, tiles[np.sort(part)], recipe, seed=seed, steps=recipe.steps_per_unit
+            )
+            delta = {k: new[k] - state[k] for k in state}
+            check_delta(delta, state)
+            deltas.append(delta)
+        state = {k: state[k] + np.mean([d[k] for d in deltas], axis=0) for k in state}
+    root = hashlib.sha256(b"".join(hashlib.sha256(t.tobytes()).digest() for t in tiles))
+    record = {
+        "tiles_merkle_root": root.hexdigest(),
+        "tiles_root_kind": "sha256 of the concatenated tile sha256 (benchmark)",
+        "objective": recipe.objective,
+        "seed": recipe.seed,
+        "steps": rounds * recipe.steps_per_unit,
+        "rounds": rounds,
+        "shards": shards,
+        "outer": "FedAvg, outer lr 1",
+        "tiles": len(tiles),
+    }
+    return save_tuned_model(out, base, state, recipe, record)
+
+
+def score_mosaics(hst: Path):
+    from benchmarks.search import shift_tiles
+
+    present = [(hst / f, h) for f, h in SCORE_FILES if (hst / f).is_file()]
+    return present, [shift_tiles(path, hdu) for path, hdu in present]
+
+
+def injected_sets(mosaics, seed: int = 0):
+    """(tiles, kinds) for object retrieval and for anomaly precision (kind '' = plain sky)."""
+    from benchmarks._objects import KINDS, galaxy_stamps, inject, make_object
+
+    stamps = galaxy_stamps(hdf_image())
+    rng = np.random.default_rng(seed)
+    grid = np.concatenate([m[0] for m in mosaics])
+
+    def draw(per_kind: int) -> tuple[np.ndarray, list[str]]:
+        tiles, kinds = [], []
+        for kind in KINDS:
+            for _ in range(per_kind):
+                base = grid[int(rng.integers(len(grid)))]
+                tiles.append(inject(base, make_object(kind, rng, stamps)))
+                kinds.append(kind)
+        return np.array(tiles, dtype=np.float32), kinds
+
+    return grid, draw(PER_KIND), draw(ANOMALY_PER_KIND)
+
+
+def shift_score(model, mosaics) -> tuple[float, str]:
+    """shift-retrieval@1 over all scoring mosaics, and the hits per mosaic."""
+    from benchmarks.search import shift_retrieval
+
+    per = [shift_retrieval(model, [m]) for m in mosaics]
+    counts = [len(m[1]) for m in mosaics]
+    hits = [round(p * c) for p, c in zip(per, counts, strict=True)]
+    detail = " ".join(f"{h}/{c}" for h, c in zip(hits, counts, strict=True))
+    return sum(hits) / max(1, sum(counts)), detail
+
+
+def object_retrieval(grid_vecs: np.ndarray, obj_vecs: np.ndarray, kinds: list[str]) -> float:
+    """Mean share of same-kind tiles among each injected tile's K nearest other tiles."""
+    corpus = np.concatenate([grid_vecs, obj_vecs])
+    labels = np.array([""] * len(grid_vecs) + list(kinds))
+    sims = obj_vecs @ corpus.T
+    own = np.arange(len(obj_vecs)) + len(grid_vecs)
+    sims[np.arange(len(obj_vecs)), own] = -np.inf
+    top = np.argsort(-sims, axis=1)[:, :K]
+    return float(np.mean(labels[top] == np.array(kinds)[:, None]))
+
+
+def anomaly_precision(grid_vecs: np.ndarray, obj_vecs: np.ndarray) -> float:
+    """Share of injected tiles among the top N of the anomaly score (N = injected count)."""
+    from catalog import CatalogConfig
+
+    k = CatalogConfig().anomaly_k
+    x = np.concatenate([grid_vecs, obj_vecs]).astype(np.float64)
+    sims = x @ x.T
+    np.fill_diagonal(sims, -np.inf)
+    kth = -np.sort(-sims, axis=1)[:, k - 1]
+    scores = 1.0 - kth
+    n = len(obj_vecs)
+    top = np.argsort(-scores, kind="stable")[:n]
+    return float(np.mean(top >= len(grid_vecs)))
+
+
+def evaluate(model, mosaics, grid, objects, anomalies) -> dict[str, float]:
+    from embeddings import embed_tiles
+
+    t0 = time.perf_counter()
+    shift, detail = shift_score(model, mosaics)
+    g = embed_tiles(model, grid)
+    o = embed_tiles(model, objects[0])
+    a = embed_tiles(model, anomalies[0])
+    return {
+        "shift": shift,
+        "shift_detail": detail,
+        "objects": object_retrieval(g, o, objects[1]),
+        "anomaly": anomaly_precision(g, a),
+        "seconds": time.perf_counter() - t0,
+    }
+
+
+def run(quick: bool) -> list[Figure]:
+    import torch
+
+    from benchmarks.search import _hst_dir
+    from embeddings import EmbedConfig, load_model
+    from embeddings._model import load_base_net
+
+    hst = _hst_dir()
+    present, mosaics = score_mosaics(hst)
+    if not present:
+        return [Figure(STAGE, "shift-retrieval@1", float("nan"), "", note=f"no HST files at {hst}")]
+    threads = cpu_threads()
+    torch.set_num_threads(threads)
+    config = EmbedConfig(threads=threads)
+    grid, objects, anomalies = injected_sets(mosaics)
+    base = load_model(config=config)
+    results = {"base": evaluate(base, mosaics, grid, objects, anomalies)}
+    tuned_dirs = [d for d in os.environ.get("HUBCAT_BENCH_TUNED", "").split(",") if d]
+    notes = {}
+    with tempfile.TemporaryDirectory(prefix="hubcat-quality-") as tmp:
+        if not tuned_dirs:
+            tiles, train_names, _store = training_tiles(Path(tmp))
+            recipe = _recipe(quick)
+            rounds = 1 if quick else int(os.environ.get("HUBCAT_BENCH_TUNE_ROUNDS", "2"))
+            out = Path(os.environ.get("HUBCAT_BENCH_TUNED_OUT", "") or Path(tmp) / "tuned")
+            t0 = time.perf_counter()
+            train_base = load_base_net(recipe.base, EmbedConfig(runtime="torch"))
+            tuned_dirs = [str(tune(train_base, tiles, recipe, rounds, out))]
+            notes[tuned_dirs[0]] = (
+                f"tuned in {time.perf_counter() - t0:.0f} s: {rounds} round(s) x 2 shards x "
+                f"{recipe.steps_per_unit} steps on {len(tiles)} tiles of {', '.join(train_names)}"
+            )
+        for d in tuned_dirs:
+            tuned = load_model(d, config=config)
+            results[tuned.name] = evaluate(tuned, mosaics, grid, objects, anomalies)
+            notes[tuned.name] = notes.pop(d, f"scored from {d}")
+    scored = ", ".join(p.name for p, _ in present)
+    n_shift = sum(len(m[1]) for m in mosaics)
+    b = results["base"]
+    figures = [
+        Figure(
+            STAGE,
+            "shift-retrieval@1 base",
+            b["shift"],
+            "",
+            note=f"scoring mosaics: {scored}; hits per mosaic {b['shift_detail']}",
+        ),
+        Figure(STAGE, "object retrieval@10 base", b["objects"], ""),
+        Figure(STAGE, "anomaly precision base", b["anomaly"], ""),
+    ]
+    for name, r in results.items():
+        if name == "base":
+            continue
+        figures += [
+            Figure(
+                STAGE,
+                f"shift-retrieval@1 {name}",
+                r["shift"],
+                "",
+                "base",
+                b["shift"],
+                goal=">= 0.9",
+                note=(
+                    f"{n_shift} shifted tiles, hits per mosaic {r['shift_detail']}; "
+                    f"{notes.get(name, '')}"
+                ),
+            ),
+            Figure(
+                STAGE,
+                f"object retrieval@10 {name}",
+                r["objects"],
+                "",
+                "base",
+                b["objects"],
+                goal=">= base",
+                note=f"{len(objects[1])} injected tiles among {len(grid)} grid tiles",
+            ),
+            Figure(
+                STAGE,
+                f"anomaly precision {name}",
+                r["anomaly"],
+                "",
+                "base",
+                b["anomaly"],
+                note=f"{len(anomalies[1])} injected tiles among {len(grid)} grid tiles",
+            ),
+        ]
+    return figures

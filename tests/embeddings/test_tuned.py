@@ -1,0 +1,139 @@
+"""A tuned model folder (MODEL_DIR): saved, loaded by load_model, named by digest, verified."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from embeddings import (
+    DEFAULT_MODEL,
+    CorruptWeightsError,
+    EmbedConfig,
+    TuneError,
+    TuneRecipe,
+    WeightsUnavailableError,
+    embed_tiles,
+    is_model_dir,
+    load_model,
+    read_model_config,
+    save_tuned_model,
+    trainable_state,
+    tuned_name,
+    verify_weights,
+)
+from embeddings._weights import sha256_file
+
+RECIPE = TuneRecipe(views_per_tile=2, batch_size=8, min_tiles=16)
+RECORD = {"tiles_merkle_root": "ab" * 32, "objective": "infonce", "seed": 0, "steps": 0}
+
+
+@pytest.fixture(scope="module")
+def base():
+    from embeddings._model import load_base_net
+
+    return load_base_net(DEFAULT_MODEL, EmbedConfig(runtime="torch"))
+
+
+@pytest.fixture(scope="module")
+def model_dir(base, tmp_path_factory):
+    state = trainable_state(base, RECIPE)
+    rng = np.random.default_rng(0)
+    state = {
+        k: v + 0.01 * rng.standard_normal(v.shape).astype(np.float32) for k, v in state.items()
+    }
+    return save_tuned_model(tmp_path_factory.mktemp("m") / "tuned", base, state, RECIPE, RECORD)
+
+
+def test_folder_layout_and_record(model_dir, base):
+    assert is_model_dir(model_dir)
+    config = read_model_config(model_dir)
+    sha = sha256_file(model_dir / "weights.safetensors", cached=False)
+    assert config["weights_sha256"] == sha
+    assert config["name"] == tuned_name(sha) == f"tuned-{sha[:16]}"
+    assert config["base"] == DEFAULT_MODEL
+    assert config["base_weights_sha256"] == base.weights_sha256
+    assert config["recipe_digest"] == RECIPE.digest()
+    assert TuneRecipe.from_dict(config["recipe"]) == RECIPE
+    record = json.loads((model_dir / "training.json").read_text())
+    assert record["tiles_merkle_root"] == RECORD["tiles_merkle_root"]
+    assert record["base_weights_sha256"] == base.weights_sha256
+    assert {"objective", "seed", "steps"} <= set(record)
+
+
+def test_load_model_of_a_folder_on_every_runtime(model_dir, tiles):
+    from embeddings import installed_runtimes
+
+    torch_model = load_model(model_dir, config=EmbedConfig(runtime="torch"))
+    sha = read_model_config(model_dir)["weights_sha256"]
+    assert torch_model.name == tuned_name(sha)
+    assert torch_model.weights_sha256 == sha
+    verify_weights(torch_model, sha)
+    want = embed_tiles(torch_model, tiles)
+    assert want.shape == (len(tiles), RECIPE.dim) and want.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(want, axis=1), 1.0, atol=1e-5)
+    for runtime in installed_runtimes():
+        if runtime == "torch":
+            continue
+        other = load_model(str(model_dir), config=EmbedConfig(runtime=runtime))
+        got = embed_tiles(other, tiles)
+        assert other.digest == torch_model.digest
+        assert float(np.sum(got * want, axis=1).min()) > 0.9999, runtime
+
+
+def test_tuned_digest_names_the_tune(model_dir, base):
+    tuned = load_model(model_dir, config=EmbedConfig(runtime="torch"))
+    record = tuned.record()
+    assert record["model"] == tuned.name and record["weights_sha256"] == tuned.weights_sha256
+    assert record["tuned"]["base_weights_sha256"] == base.weights_sha256
+    assert record["dim"] == RECIPE.dim
+    assert tuned.digest != base.digest
+
+
+def test_tampered_weights_refused(model_dir, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(model_dir, copy)
+    data = bytearray((copy / "weights.safetensors").read_bytes())
+    data[-5] ^= 0xFF
+    (copy / "weights.safetensors").write_bytes(bytes(data))
+    with pytest.raises(CorruptWeightsError, match="sha256"):
+        load_model(copy, config=EmbedConfig(runtime="torch"))
+
+
+def test_other_base_weights_refused(model_dir, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(model_dir, copy)
+    config = json.loads((copy / "hubcat-model.json").read_text())
+    config["base_weights_sha256"] = "0" * 64
+    (copy / "hubcat-model.json").write_text(json.dumps(config))
+    with pytest.raises(CorruptWeightsError, match="trained on"):
+        load_model(copy, config=EmbedConfig(runtime="torch"))
+
+
+def test_missing_folder_and_not_a_model(tmp_path):
+    with pytest.raises(WeightsUnavailableError, match="not a tuned model folder"):
+        load_model(tmp_path / "nowhere", config=EmbedConfig(runtime="torch"))
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "hubcat-model.json").write_text('{"format": "other"}')
+    with pytest.raises(CorruptWeightsError, match="not a hubcat-tuned-model"):
+        load_model(tmp_path / "x", config=EmbedConfig(runtime="torch"))
+
+
+def test_save_refuses_bad_input(base, tmp_path):
+    state = trainable_state(base, RECIPE)
+    with pytest.raises(TuneError, match="lacks"):
+        save_tuned_model(tmp_path / "a", base, state, RECIPE, {"objective": "infonce"})
+    bad = dict(state)
+    bad["fc1.bias"] = np.full_like(bad["fc1.bias"], np.nan)
+    with pytest.raises(TuneError, match="NaN"):
+        save_tuned_model(tmp_path / "b", base, bad, RECIPE, RECORD)
+    other = tmp_path / "c"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(TuneError, match="not a tuned model"):
+        save_tuned_model(other, base, state, RECIPE, RECORD)
