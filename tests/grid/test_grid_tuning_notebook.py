@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 
 from tests._notebooks import assert_outputs_stored, run_notebook
@@ -18,9 +16,14 @@ def test_notebook_is_stored_executed():
 @pytest.mark.notebook
 @pytest.mark.grid
 @pytest.mark.slow
-def test_tuning_notebook_runs(catalogue_dir, tmp_path, monkeypatch):
+def test_tuning_notebook_runs(hst_dir, tmp_path, monkeypatch):
+    from pipeline import run_pipeline
+
+    # a catalogue of its own (reprocess adds a model version to it), with enough tiles for two
+    # training units of 16: real COSMOS F814W tiles at stride 112
     copy = tmp_path / "cat"
-    shutil.copytree(catalogue_dir, copy)  # reprocess adds a model version to the catalogue
+    source = hst_dir / "galsim_cosmos_147246.0_150.416558_1.998697_masknoise.fits"
+    run_pipeline([str(source)], str(copy), zooms=(1,), stride=112, workers=1, progress=False)
     monkeypatch.setenv("HUBCAT_CATALOGUE", str(copy))
     monkeypatch.setenv("MPLBACKEND", "Agg")
     text = run_notebook(NOTEBOOK, tmp_path, timeout=900)
