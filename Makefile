@@ -8,7 +8,8 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 SAMPLE_SPEC ?= mpdaf==3.6
 OUT ?= demo-catalogue
 
-NOTEBOOKS ?= notebooks/quickstart.ipynb notebooks/provenance.ipynb notebooks/volunteers.ipynb
+NOTEBOOKS ?= notebooks/quickstart.ipynb notebooks/provenance.ipynb notebooks/volunteers.ipynb \
+	notebooks/tuning.ipynb
 NB_TIMEOUT ?= 1200
 
 .PHONY: demo test lint bench clean-venv install notebooks chromium

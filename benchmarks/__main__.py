@@ -18,6 +18,7 @@ ORDER = [
     "pixels",
     "embedding",
     "grid",
+    "training",
     "search",
     "quality",
     "provenance",

@@ -9,12 +9,14 @@ put the boundary where Dask reads frames (:mod:`grid._wire`): a volunteer's byte
 unpickled, and a volunteer speaks only for itself (:mod:`grid._boundary`). Every unit's vectors
 reach the operator through a per-replica capability, are validated in the operator's process,
 compared across distinct volunteers, accepted into the :class:`embeddings.EmbeddingStore` and
-credited in a signed, append-only ledger. See ``docs/grid.md``.
+credited in a signed, append-only ledger. :func:`run_training` runs validated *training*
+units (weight deltas, combined by an outer step) the same way. See ``docs/grid.md``.
 """
 
 from __future__ import annotations
 
 from grid._config import GridConfig
+from grid._deltas import DeltaTolerance, check_delta_bytes, compare_deltas
 from grid._ledger import (
     CreditLedger,
     LedgerReport,
@@ -30,6 +32,7 @@ from grid._results import ResultStore, agree, check_replica, cosines
 from grid._run import GridReport, run_units
 from grid._selftest import selftest
 from grid._status import grid_status, render_status
+from grid._training import TrainingConfig, TrainingReport, run_training
 from grid.errors import (
     AdmissionError,
     EnrollmentError,
@@ -38,11 +41,13 @@ from grid.errors import (
     InvalidResultError,
     ModelVerificationError,
     RemoteTaskError,
+    TrainingError,
 )
 
 __all__ = [
     "AdmissionError",
     "CreditLedger",
+    "DeltaTolerance",
     "Enrollment",
     "EnrollmentError",
     "GridArea",
@@ -57,17 +62,23 @@ __all__ = [
     "PeerIdentity",
     "RemoteTaskError",
     "ResultStore",
+    "TrainingConfig",
+    "TrainingError",
+    "TrainingReport",
     "UnitRecords",
     "VolunteerSummary",
     "agree",
+    "check_delta_bytes",
     "check_replica",
     "cobblestones",
+    "compare_deltas",
     "cosines",
     "default_ledger_key",
     "grid_status",
     "load_ledger_key",
     "peer_identity",
     "render_status",
+    "run_training",
     "run_units",
     "scheduler_argv",
     "scheduler_environment",

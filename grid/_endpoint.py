@@ -8,7 +8,9 @@ replica it submits, three capability URLs made of unguessable random tokens:
   checks their sha256 against the one the operator put in the task;
 * ``PUT  /r/<token>``: the replica's vectors, at most ``n x dim x 4`` bytes; the size is
   checked from ``Content-Length`` *before* a byte of the body is read;
-* ``PUT  /c/<token>``: the replica's receipt (JSON, at most 4 kB).
+* ``PUT  /c/<token>``: the replica's receipt (JSON, at most 4 kB);
+* ``GET  /w/<token>``: for a training replica, the round's global weights
+  (:meth:`ReplicaEndpoint.grant_training`), whose sha256 the worker checks.
 
 Each token is good for one replica only, for one use, until the replica is settled; a token
 for one replica can touch no other object, and nothing can be listed. The endpoint writes what
@@ -43,7 +45,7 @@ logger = logging.getLogger("grid.endpoint")
 
 @dataclass
 class _Grant:
-    kind: str  # "tiles", "vectors" or "receipt"
+    kind: str  # "tiles", "blob", "vectors" or "receipt"
     replica: str
     unit_slug: str
     unit_key: str = ""
@@ -95,6 +97,7 @@ class ReplicaEndpoint:
         self.lock = threading.Lock()
         self.refused = 0
         self._cache: tuple[str, bytes] | None = None
+        self.blobs: dict[str, bytes] = {}
         endpoint = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -184,6 +187,73 @@ class ReplicaEndpoint:
             "sha256": unit.sha256,
         }
 
+    def grant_training(
+        self, units: list, unit_slug: str, replica: str, blob: str, max_bytes: int, expires: float
+    ) -> dict:
+        """The capability URLs of one training replica (they go into its task).
+
+        Parameters
+        ----------
+        units : list of tiling.UnitRef
+            The tile-store units of the replica's shard (one read capability each).
+        unit_slug, replica : str
+            Names of the replica's result objects.
+        blob : str
+            Name of the global weights given to :meth:`publish` (one read capability).
+        max_bytes : int
+            Largest delta archive accepted (its size is checked before it is read).
+        expires : float
+            Lifetime of the capabilities (s).
+
+        Returns
+        -------
+        dict
+            ``tiles`` (one dict per unit, as :meth:`grant` gives: ``get_url`` and layout),
+            ``weights_url``, ``put_url`` and ``receipt_url``.
+        """
+        deadline = time.monotonic() + expires
+        tiles = []
+        with self.lock:
+            for unit in units:
+                token = secrets.token_urlsafe(32)
+                self.grants[token] = _Grant(
+                    "tiles", replica, unit_slug, unit.unit_key, expires=deadline
+                )
+                n = len(unit.tile_ids)
+                tiles.append(
+                    {
+                        "get_url": f"{self.url}/u/{token}",
+                        "chunk_shape": [n, 224, 224],
+                        "dtype": "<f4",
+                        "offset": 0,
+                        "fill_value": 0.0,
+                        "sha256": unit.sha256,
+                        "unit_key": unit.unit_key,
+                        "n_tiles": n,
+                    }
+                )
+            urls = {}
+            for kind, prefix, limit, key in (
+                ("blob", "w", 0, blob),
+                ("vectors", "r", max_bytes, ""),
+                ("receipt", "c", MAX_RECEIPT, ""),
+            ):
+                token = secrets.token_urlsafe(32)
+                self.grants[token] = _Grant(kind, replica, unit_slug, key, limit, expires=deadline)
+                urls[kind] = f"{self.url}/{prefix}/{token}"
+            self.received[replica] = _Received()
+        return {
+            "tiles": tiles,
+            "weights_url": urls["blob"],
+            "put_url": urls["vectors"],
+            "receipt_url": urls["receipt"],
+        }
+
+    def publish(self, name: str, data: bytes) -> None:
+        """Serve ``data`` under ``name`` to training replicas granted it (global weights)."""
+        with self.lock:
+            self.blobs[name] = data
+
     def settle(self, replica: str) -> None:
         """End every capability of ``replica`` (it was validated, lost or cancelled)."""
         with self.lock:
@@ -225,15 +295,15 @@ class ReplicaEndpoint:
 
     def _serve(self, h: BaseHTTPRequestHandler, method: str) -> None:
         parts = urllib.parse.urlsplit(h.path).path.strip("/").split("/")
-        if len(parts) != 2 or parts[0] not in ("u", "r", "c"):
+        if len(parts) != 2 or parts[0] not in ("u", "w", "r", "c"):
             self._answer(h, 404, "no such capability")
             return
         with self.lock:
             grant = self.grants.get(parts[1])
-            kinds = {"u": "tiles", "r": "vectors", "c": "receipt"}
+            kinds = {"u": "tiles", "w": "blob", "r": "vectors", "c": "receipt"}
             if grant is None or grant.kind != kinds[parts[0]] or time.monotonic() > grant.expires:
                 grant = None
-            elif method == "PUT" and grant.kind != "tiles":
+            elif method == "PUT" and grant.kind not in ("tiles", "blob"):
                 if grant.used:
                     grant = None
                 else:
@@ -242,12 +312,15 @@ class ReplicaEndpoint:
             self._answer(h, 403, "unknown, expired or used capability")
             return
         if method == "GET":
+            if grant.kind == "blob":
+                self._answer(h, 200, "", self.blobs.get(grant.unit_key, b""))
+                return
             if grant.kind != "tiles":
                 self._answer(h, 405, "this capability is write-only")
                 return
             self._answer(h, 200, "", self._tiles(grant.unit_key))
             return
-        if grant.kind == "tiles":
+        if grant.kind in ("tiles", "blob"):
             self._answer(h, 405, "this capability is read-only")
             return
         try:
@@ -261,7 +334,7 @@ class ReplicaEndpoint:
         if len(data) != length:
             self._answer(h, 400, "body shorter than Content-Length")
             return
-        vkey, rkey = ResultStore.keys(grant.unit_slug, grant.replica)
+        vkey, rkey = self.results.keys(grant.unit_slug, grant.replica)
         self.results.store.put(vkey if grant.kind == "vectors" else rkey, data)
         with self.lock:
             rec = self.received.setdefault(grant.replica, _Received())

@@ -165,7 +165,10 @@ class Engine(Placement, ReachBack):
 
     # -- bookkeeping ----------------------------------------------------------------------
     def refresh_workers(self) -> dict[str, str]:
-        info = self.client.scheduler_info(n_workers=-1)
+        # Ask the scheduler itself: Client.scheduler_info() returns a cache that the client's
+        # periodic refresh may have replaced, just then, by one without per-worker entries
+        # (every replica in flight would then look orphaned and be re-planned).
+        info = self.client.sync(self.client.scheduler.identity, n_workers=-1)
         prefix = "local-" if self.local else ""  # local workers are named 0, 1, ...
         self.names = {
             addr: f"{prefix}{w.get('name', addr)}" for addr, w in info.get("workers", {}).items()
@@ -396,9 +399,13 @@ class Engine(Placement, ReachBack):
             group = [
                 (o, orep)
                 for o, orep in valid
-                if o == rid or agree(ref, self.replica_vectors(rec, o), self.min_cosine(rec))
+                if o == rid or self.replicas_agree(rec, ref, self.replica_vectors(rec, o))
             ]
             yield rid, group, valid
+
+    def replicas_agree(self, rec: dict, a, b) -> bool:
+        """Whether two valid replicas' results of ``rec`` agree (vectors: every tile's cosine)."""
+        return agree(a, b, self.min_cosine(rec))
 
     def best_group(self, rec: dict) -> int:
         """Size (distinct volunteers) of the largest group of agreeing valid replicas."""
@@ -443,19 +450,23 @@ class Engine(Placement, ReachBack):
                 credit=credit,
                 model_digest=self.model.digest,
             )
+        self.cancel_surplus(rec)
+        self.accepted_keys.append(rec["unit_key"])
+        self.report.units_accepted += 1
+        self.save(rec)
+        self.emit("accepted", rec["unit_key"])
+
+    def cancel_surplus(self, rec: dict) -> None:
+        """Cancel the replicas of an accepted unit still in flight (they are not needed)."""
         for fut, (uk, r, _t, kind, _a) in list(self.futures.items()):
             if uk == rec["unit_key"] and kind != "canary":
-                fut.cancel()  # surplus replicas
+                fut.cancel()
                 self.futures.pop(fut)
                 rec["replicas"][r]["status"] = ReplicaStatus.LOST
                 rec["replicas"][r]["reason"] = "not needed"
                 if self.endpoint is not None:
                     self.endpoint.settle(r)
                     self.endpoint.take(r)
-        self.accepted_keys.append(rec["unit_key"])
-        self.report.units_accepted += 1
-        self.save(rec)
-        self.emit("accepted", rec["unit_key"])
 
     def invalid(self, rec: dict, rid: str, rep: dict, reason: str, text: str) -> None:
         rep["status"] = ReplicaStatus.INVALID

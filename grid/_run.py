@@ -14,7 +14,7 @@ from grid._config import GridConfig
 from grid._engine import LOCAL_VOLUNTEER, Engine
 from hubcat.progress import MESSAGE, Progress, reporter
 
-__all__ = ["LOCAL_VOLUNTEER", "GridReport", "run_units"]
+__all__ = ["LOCAL_VOLUNTEER", "GridReport", "operator_context", "run_units", "start_local_cluster"]
 
 logger = logging.getLogger("grid")
 
@@ -148,11 +148,7 @@ def run_units(
     embeddings.EmbeddingError
         If the model cannot be loaded in this process.
     """
-    from distributed import Client, LocalCluster
-
     from embeddings import CLASS_MIN_COSINE, EmbeddingStore, load_model
-    from grid._ledger import load_ledger_key
-    from grid._worker import ModelPlugin
     from tiling import TileStore
 
     config = config or GridConfig()
@@ -166,26 +162,11 @@ def run_units(
     planned = [u for u in units if not emb.has(u.unit_key)]
     local = client is None
     quorum = config.quorum(local)
-    accounts, revoked = {}, None
-    if grid_dir is None:  # set by pipeline._connect.scheduler_client for a TLS grid
-        grid_dir = getattr(client, "hubcat_grid_dir", None)
-    if grid_dir is not None:
-        from grid._pki import GridAuthority
-
-        authority = GridAuthority.open(grid_dir)
-        accounts = authority.accounts()
-        if ledger_key is None:
-            ledger_key = authority.ledger_key_file
-
-        def revoked(name: str) -> bool:
-            entry = authority.register()["volunteers"].get(name)
-            return bool(entry and entry.get("revoked"))
-
-    if ledger_key is None or isinstance(ledger_key, (str, os.PathLike)):
-        ledger_key = load_ledger_key(ledger_key)
+    accounts, revoked, ledger_key = operator_context(client, grid_dir, ledger_key)
     with contextlib.ExitStack() as stack:
         if local:
             import dask
+            import distributed.config  # noqa: F401  (its defaults must exist before the set)
 
             stack.enter_context(
                 dask.config.set(
@@ -195,25 +176,7 @@ def run_units(
                 )
             )
             if planned:
-                cluster = stack.enter_context(
-                    LocalCluster(
-                        n_workers=config.n_workers,
-                        threads_per_worker=config.threads_per_worker,
-                        processes=not config.in_process,
-                        dashboard_address="127.0.0.1:0",
-                        silence_logs=logging.ERROR,
-                    )
-                )
-                client = stack.enter_context(Client(cluster))
-                client.register_plugin(
-                    ModelPlugin(
-                        model_name,
-                        None if weights is None else str(weights),
-                        model.weights_sha256,
-                        model.digest,
-                        config.threads_per_worker,
-                    )
-                )
+                client = start_local_cluster(stack, config, model, model_name, weights)
         report = GridReport(
             model_name=model.name,
             model_digest=model.digest,
@@ -273,3 +236,61 @@ def run_units(
     report.elapsed = time.perf_counter() - t0
     report_progress(MESSAGE, 0, None, str(report))
     return report
+
+
+def operator_context(client, grid_dir, ledger_key):
+    """``(accounts, revoked, ledger_key)`` of a run: from the grid directory's register (given,
+    or the ``hubcat_grid_dir`` the CLI sets on ``client`` for a TLS grid) and its ledger key,
+    else no accounts and :func:`grid.default_ledger_key`."""
+    from grid._ledger import load_ledger_key
+
+    accounts, revoked = {}, None
+    if grid_dir is None:  # set by pipeline._connect.scheduler_client for a TLS grid
+        grid_dir = getattr(client, "hubcat_grid_dir", None)
+    if grid_dir is not None:
+        from grid._pki import GridAuthority
+
+        authority = GridAuthority.open(grid_dir)
+        accounts = authority.accounts()
+        if ledger_key is None:
+            ledger_key = authority.ledger_key_file
+
+        def revoked(name: str) -> bool:
+            entry = authority.register()["volunteers"].get(name)
+            return bool(entry and entry.get("revoked"))
+
+    if ledger_key is None or isinstance(ledger_key, (str, os.PathLike)):
+        ledger_key = load_ledger_key(ledger_key)
+    return accounts, revoked, ledger_key
+
+
+def start_local_cluster(
+    stack: contextlib.ExitStack, config: GridConfig, model, name, weights, numerical_class=None
+):
+    """A client of a new :class:`distributed.LocalCluster` whose workers load and verify
+    ``model`` at start-up (closed with ``stack``); call inside the run's dask config."""
+    from distributed import Client, LocalCluster
+
+    from grid._worker import ModelPlugin
+
+    cluster = stack.enter_context(
+        LocalCluster(
+            n_workers=config.n_workers,
+            threads_per_worker=config.threads_per_worker,
+            processes=not config.in_process,
+            dashboard_address="127.0.0.1:0",
+            silence_logs=logging.ERROR,
+        )
+    )
+    client = stack.enter_context(Client(cluster))
+    client.register_plugin(
+        ModelPlugin(
+            name,
+            None if weights is None else str(weights),
+            model.weights_sha256,
+            model.digest,
+            config.threads_per_worker,
+            numerical_class,
+        )
+    )
+    return client

@@ -13,7 +13,19 @@ from distributed.diagnostics.plugin import WorkerPlugin
 
 from grid.errors import ModelVerificationError
 
-__all__ = ["ModelPlugin", "hardware_class", "set_torch_threads", "worker_model"]
+__all__ = [
+    "MODEL_DIRS_ENV",
+    "ModelPlugin",
+    "hardware_class",
+    "installed_model_dirs",
+    "resolve_model_dir",
+    "set_torch_threads",
+    "worker_model",
+]
+
+#: Tuned model folders (``hubcat tune``) a volunteer serves: paths separated by ``os.pathsep``,
+#: each a MODEL_DIR or a folder of MODEL_DIRs.
+MODEL_DIRS_ENV = "HUBCAT_MODEL_DIRS"
 
 logger = logging.getLogger("grid.worker")
 
@@ -43,6 +55,45 @@ def set_torch_threads(n: int) -> None:
     n = max(1, int(n))
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
+
+
+def installed_model_dirs() -> dict[str, str]:
+    """The tuned models listed in ``$HUBCAT_MODEL_DIRS``: weights sha256 (as recorded) -> folder."""
+    import os
+    from pathlib import Path
+
+    from embeddings import is_model_dir, read_model_config
+    from embeddings.errors import EmbeddingError
+
+    found: dict[str, str] = {}
+    for entry in filter(None, os.environ.get(MODEL_DIRS_ENV, "").split(os.pathsep)):
+        path = Path(entry).expanduser()
+        candidates = [path] if is_model_dir(path) else sorted(path.glob("*/"))
+        for folder in candidates:
+            if is_model_dir(folder):
+                try:
+                    found[str(read_model_config(folder)["weights_sha256"])] = str(folder)
+                except EmbeddingError as exc:  # a damaged folder is skipped, not fatal
+                    logger.warning("tuned model %s is not usable: %s", folder, exc)
+    return found
+
+
+def resolve_model_dir(name: str | None, weights_sha256: str) -> str | None:
+    """The model to load for the operator's ``name``: itself, unless it is a tuned model folder
+    (a path) absent here, which is then found by its weights sha256 among
+    :func:`installed_model_dirs` (the folder a volunteer installed)."""
+    import os
+
+    if not name or os.path.exists(name) or not (os.sep in name or name.startswith(".")):
+        return name
+    local = installed_model_dirs().get(weights_sha256)
+    if local is None:
+        msg = (
+            f"the operator's model {name} (weights sha256 {weights_sha256[:16]}...) is a tuned "
+            f"model folder that is not installed here: copy it and list it in ${MODEL_DIRS_ENV}"
+        )
+        raise ModelVerificationError(msg)
+    return local
 
 
 def worker_model(
@@ -90,7 +141,7 @@ def worker_model(
                 )
             except EmbeddingError as exc:
                 raise ModelVerificationError(str(exc)) from exc
-            model = load_model(name, weights, config=config)
+            model = load_model(resolve_model_dir(name, weights_sha256), weights, config=config)
             try:
                 verify_weights(model, weights_sha256)
             except CorruptWeightsError as exc:
@@ -116,14 +167,24 @@ class ModelPlugin(WorkerPlugin):
         What the operator expects (see :func:`worker_model`).
     threads : int
         torch intra-op threads on the worker.
+    numerical_class : str or None
+        The class to load it in (``"torch-fp32"`` for training units); ``None``: the default.
     """
 
     idempotent = False
 
-    def __init__(self, name, weights, weights_sha256: str, digest: str, threads: int) -> None:
+    def __init__(
+        self,
+        name,
+        weights,
+        weights_sha256: str,
+        digest: str,
+        threads: int,
+        numerical_class: str | None = None,
+    ) -> None:
         self.name = "hubcat-model"
-        self.args = (name, weights, weights_sha256, digest, threads)
+        self.args = (name, weights, weights_sha256, digest, threads, numerical_class)
 
     def setup(self, worker) -> None:
-        set_torch_threads(self.args[-1])
+        set_torch_threads(self.args[4])
         worker_model(*self.args)

@@ -15,6 +15,7 @@ __all__ = [
     "InvalidResultError",
     "ModelVerificationError",
     "RemoteTaskError",
+    "TrainingError",
 ]
 
 
@@ -62,3 +63,7 @@ class ModelVerificationError(GridError, ValueError):
 
 class RemoteTaskError(GridError):
     """A task failed on a worker; only the worker's text description is kept (never unpickled)."""
+
+
+class TrainingError(GridError, ValueError):
+    """A training run cannot start or go on (too few tiles, a budget below one round, ...)."""

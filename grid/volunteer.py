@@ -16,7 +16,11 @@ torch's thread count to ``--nthreads`` (the nanny, when there is one, sets
 (``hw-avx512``, ``hw-avx2``, ...) and the numerical classes it can compute (``class-openvino-fp32``,
 ``class-torch-fp32``, ...: :func:`volunteer_classes`), so that the replicas of a unit are all
 computed within one class. The model is loaded once per process, and its weights'
-sha256 verified, on the first task (:func:`grid._worker.worker_model`).
+sha256 verified, on the first task (:func:`grid._worker.worker_model`). A volunteer that serves
+a tuned model (``hubcat tune``) installs its folder and lists it in ``$HUBCAT_MODEL_DIRS``
+(paths separated by ``os.pathsep``, each a MODEL_DIR or a folder of them): the operator names
+it by its own path, the worker finds the folder with the same weights sha256, and loads it
+only if the weights file still hashes to that value.
 
 Import it only in a volunteer's worker process: it fixes the process's role.
 """
@@ -26,7 +30,7 @@ from __future__ import annotations
 import logging
 
 from grid._wire import WirePolicy, gate_listeners, install_wire
-from grid._worker import hardware_class, set_torch_threads
+from grid._worker import hardware_class, installed_model_dirs, set_torch_threads
 
 __all__ = ["dask_setup"]
 
@@ -45,6 +49,9 @@ def dask_setup(worker) -> None:
     for name, amount in resources.items():
         worker.state.total_resources[name] = amount
         worker.state.available_resources[name] = amount
+    tuned = installed_model_dirs()
+    if tuned:
+        logger.info("tuned models offered: %s", ", ".join(sorted(tuned.values())))
     logger.info(
         "hubcat volunteer %s ready (%d threads, %s, classes %s)",
         worker.name,

@@ -44,7 +44,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     parser.add_argument("--store", required=True, metavar="PATH", help="tile store folder or s3://")
-    parser.add_argument("--model", metavar="NAME", help="registered or timm model name, hf-hub:...")
+    parser.add_argument(
+        "--model",
+        metavar="NAME",
+        help="registered or timm model name, hf-hub:..., or a tuned MODEL_DIR",
+    )
     parser.add_argument("--weights", metavar="FILE", help="local weights (safetensors/state dict)")
     add_runtime_options(parser)
     parser.add_argument(

@@ -32,7 +32,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     parser.add_argument("catalogue", metavar="CATALOGUE", help="catalogue folder or s3:// prefix")
-    parser.add_argument("--model", required=True, help="timm / registered model name")
+    parser.add_argument(
+        "--model",
+        required=True,
+        help="timm / registered model name, or a tuned MODEL_DIR from `hubcat tune`",
+    )
     parser.add_argument("--weights", metavar="FILE", help="local weights file for --model")
     add_runtime_options(parser)
     parser.add_argument(

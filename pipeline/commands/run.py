@@ -66,7 +66,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--endpoint-url", metavar="URL", help="S3 endpoint (default: AWS_ENDPOINT_URL or AWS)"
     )
-    parser.add_argument("--model", help="embedding model name (default: tf_efficientnet_lite0)")
+    parser.add_argument(
+        "--model",
+        help="embedding model name, or a tuned MODEL_DIR from `hubcat tune` (default: tf_efficientnet_lite0)",
+    )
     parser.add_argument("--weights", metavar="FILE", help="local weights file for --model")
     add_runtime_options(parser)
     parser.add_argument("--zooms", type=zooms, help="binning factors, e.g. 1,2,4")
