@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from grid._config import GridConfig
 from grid._deltas import DeltaTolerance, check_delta_bytes, compare_deltas
+from grid._identity import Enrollment, PeerIdentity, peer_identity
 from grid._ledger import (
     CreditLedger,
     LedgerReport,
@@ -25,7 +26,7 @@ from grid._ledger import (
     default_ledger_key,
     load_ledger_key,
 )
-from grid._pki import Enrollment, GridAuthority, PeerIdentity, peer_identity
+from grid._pki import GridAuthority
 from grid._procs import scheduler_argv, scheduler_environment
 from grid._records import GridArea, UnitRecords
 from grid._results import ResultStore, agree, check_replica, cosines

@@ -381,7 +381,7 @@ def http_request(
     GridError
         If an ``https`` peer is not the grid's operator, or the connection fails.
     """
-    from grid._pki import peer_identity
+    from grid._identity import peer_identity
 
     parts = urllib.parse.urlsplit(url)
     if parts.scheme == "https":

@@ -33,7 +33,7 @@ import struct
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from grid._pki import PeerIdentity, peer_identity
+from grid._identity import PeerIdentity, peer_identity
 
 __all__ = [
     "DISTRIBUTED_RANGE",

@@ -13,7 +13,8 @@ from tiling._header import normalise_bunit, normalise_header
 from tiling._ingest import AddReport, MosaicReport
 from tiling._pixels import StretchParams, bin_box, stretch
 from tiling._source import RangeFile
-from tiling._store import TileStore, UnitChunk, UnitRef
+from tiling._store import TileStore
+from tiling._units import UnitChunk, UnitRef
 from tiling._wcs import box_wcs
 from tiling.augment import AUGMENTATIONS, augment, augment_all
 from tiling.errors import (

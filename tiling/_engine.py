@@ -25,7 +25,8 @@ import numpy as np
 
 from tiling._config import TilingConfig
 from tiling._pixels import NO_SOURCES, StretchParams, bin_box, source_stats, stretch
-from tiling._source import ImagePlan, PixelReader, Source
+from tiling._plan import ImagePlan
+from tiling._source import PixelReader, Source
 from tiling.errors import SourceError
 
 __all__ = ["CutTile", "ImageCutter"]

@@ -22,7 +22,8 @@ from hubcat.progress import Progress, reporter
 from tiling._config import TilingConfig
 from tiling._engine import CutTile, ImageCutter
 from tiling._header import normalise_header, raw_cards
-from tiling._source import open_fits, open_source, plan_images
+from tiling._plan import plan_images
+from tiling._source import open_fits, open_source
 from tiling._wcs import centres_icrs, pixel_scale_arcsec
 from tiling.errors import NonFinitePixelsWarning, SourceError
 

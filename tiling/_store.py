@@ -23,7 +23,6 @@ import io
 import json
 import os
 import threading
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -32,6 +31,7 @@ from hubcat.progress import Progress
 from hubcat.storage import ObjectStore, open_object_store, zarr_store
 from tiling._config import FORMAT_VERSION, TilingConfig
 from tiling._ingest import COLUMNS, AddReport, add_source
+from tiling._units import UnitChunk, UnitRef
 from tiling._wcs import box_wcs, wcs_from_header_text
 from tiling.augment import AUGMENTATIONS
 from tiling.errors import (
@@ -40,60 +40,7 @@ from tiling.errors import (
     UnitIntegrityError,
 )
 
-__all__ = ["TileStore", "UnitChunk", "UnitRef"]
-
-
-@dataclass(frozen=True)
-class UnitRef:
-    """One grid work unit: one Zarr chunk of one mosaic at one zoom.
-
-    ``sha256`` is the hash of the chunk's tiles as float32 little-endian C-order bytes, shape
-    ``(len(tile_ids), 224, 224)``.
-    """
-
-    unit_key: str
-    mosaic_id: str
-    zoom: int
-    chunk: int
-    tile_ids: tuple[str, ...]
-    sha256: str
-
-
-@dataclass(frozen=True)
-class UnitChunk:
-    """Where one work unit's tiles are stored: one raw Zarr chunk of float32 tiles.
-
-    A reader that holds only the chunk's bytes (a volunteer given a pre-signed URL) decodes them
-    as ``numpy.frombuffer(data, dtype).reshape(chunk_shape)[offset : offset + n_tiles]``; an
-    absent chunk (Zarr writes none made only of the fill value) is ``fill_value`` everywhere.
-    """
-
-    #: Object key of the chunk in the tile store.
-    key: str
-    #: Shape of the whole chunk, ``(rows, 224, 224)``.
-    chunk_shape: tuple[int, ...]
-    #: numpy dtype of the raw bytes, ``"<f4"`` or ``">f4"``.
-    dtype: str
-    #: First row of the unit in the chunk.
-    offset: int
-    #: Value of every element of an absent chunk.
-    fill_value: float
-
-    def to_dict(self) -> dict:
-        """The fields as JSON-ready values.
-
-        Returns
-        -------
-        dict
-            ``key``, ``chunk_shape`` (a list), ``dtype``, ``offset`` and ``fill_value``.
-        """
-        return {
-            "key": self.key,
-            "chunk_shape": list(self.chunk_shape),
-            "dtype": self.dtype,
-            "offset": self.offset,
-            "fill_value": self.fill_value,
-        }
+__all__ = ["TileStore"]
 
 
 class TileStore:

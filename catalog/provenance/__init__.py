@@ -33,8 +33,8 @@ True
 
 from __future__ import annotations
 
-from catalog.provenance._checkpoint import (
-    Checkpoint,
+from catalog.provenance._checkpoint import Checkpoint
+from catalog.provenance._keys import (
     SigningKey,
     VerifierKey,
     default_key_path,

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from catalog.provenance._checkpoint import Checkpoint, VerifierKey, load_verifier_key
+from catalog.provenance._checkpoint import Checkpoint
+from catalog.provenance._keys import VerifierKey, load_verifier_key
 from catalog.provenance._leaves import (
     LEAVES_KEY,
     PUBLIC_KEY_KEY,

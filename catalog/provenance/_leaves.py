@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING
 
 import rfc8785
 
-from catalog.provenance._checkpoint import Checkpoint, SigningKey, load_signing_key
+from catalog.provenance._checkpoint import Checkpoint
+from catalog.provenance._keys import SigningKey, load_signing_key
 from catalog.provenance._merkle import MerkleTree, consistency_failure, leaf_hashes
 from catalog.provenance._record import OPTIONAL_KEYS, RECORD_KEYS
 from catalog.provenance.errors import ProvenanceError

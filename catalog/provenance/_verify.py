@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
-from catalog.provenance._checkpoint import Checkpoint, VerifierKey
+from catalog.provenance._checkpoint import Checkpoint
 from catalog.provenance._common import (
     check_checkpoint,
     check_record,
@@ -26,6 +26,7 @@ from catalog.provenance._common import (
     stored_leaves,
     tile_sha256,
 )
+from catalog.provenance._keys import VerifierKey
 from catalog.provenance._leaves import (
     LEAF_HASHES_KEY,
     LEAVES_KEY,

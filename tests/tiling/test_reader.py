@@ -7,7 +7,8 @@ from astropy.io import fits
 
 from hubcat.storage import LocalObjectStore
 from tiling import RangeFile
-from tiling._source import PixelReader, open_fits, open_source, plan_images
+from tiling._plan import plan_images
+from tiling._source import PixelReader, open_fits, open_source
 
 
 def test_scaled_integer_image_with_blank(tmp_path):
