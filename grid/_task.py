@@ -46,19 +46,13 @@ def run_replica(spec: dict) -> tuple[str, tuple[int, ...], str]:
         If the unit read from the tile store does not hold the planned tiles, or a pre-signed
         download, its sha256 check or an upload fails.
     """
-    from distributed import get_worker
 
     from grid._presign import fetch_unit, upload_result
-    from grid._worker import worker_model
+    from grid._worker import worker_model, worker_threads_and_ca
     from hubcat.storage import open_object_store
     from tiling import TileStore
 
-    try:
-        worker = get_worker()
-        threads = int(worker.state.nthreads)
-        ca_file = getattr(worker.security, "tls_ca_file", None)
-    except ValueError:  # called outside a worker (tests, benchmarks)
-        threads, ca_file = 1, None
+    threads, ca_file = worker_threads_and_ca()
     model = worker_model(
         spec["model_name"],
         spec["weights"],

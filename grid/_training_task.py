@@ -94,21 +94,15 @@ def run_training_replica(spec: dict) -> tuple[str, int, str]:
         If the shard's tiles or the global weights do not match what the operator planned, or
         a transfer fails.
     """
-    from distributed import get_worker
 
     import grid._training_task as task  # patched by grid._liar in tests
     from embeddings import TuneRecipe
     from grid._presign import _request, fetch_unit
-    from grid._worker import worker_model
+    from grid._worker import worker_model, worker_threads_and_ca
     from hubcat.storage import open_object_store
     from tiling import TileStore
 
-    try:
-        worker = get_worker()
-        threads = int(worker.state.nthreads)
-        ca_file = getattr(worker.security, "tls_ca_file", None)
-    except ValueError:  # called outside a worker (tests, benchmarks)
-        threads, ca_file = 1, None
+    threads, ca_file = worker_threads_and_ca()
     model = worker_model(
         spec["model_name"],
         spec["weights"],

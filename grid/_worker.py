@@ -21,6 +21,7 @@ __all__ = [
     "resolve_model_dir",
     "set_torch_threads",
     "worker_model",
+    "worker_threads_and_ca",
 ]
 
 #: Tuned model folders (``hubcat tune``) a volunteer serves: paths separated by ``os.pathsep``,
@@ -188,3 +189,22 @@ class ModelPlugin(WorkerPlugin):
     def setup(self, worker) -> None:
         set_torch_threads(self.args[4])
         worker_model(*self.args)
+
+
+def worker_threads_and_ca() -> tuple[int, str | None]:
+    """The threads of the Dask worker running this task and its TLS CA file.
+
+    Returns
+    -------
+    threads : int
+        The worker's threads (1 outside a worker: tests, benchmarks).
+    ca_file : str or None
+        The CA file of the worker's TLS security, if any.
+    """
+    from distributed import get_worker
+
+    try:
+        worker = get_worker()
+    except ValueError:  # called outside a worker (tests, benchmarks)
+        return 1, None
+    return int(worker.state.nthreads), getattr(worker.security, "tls_ca_file", None)
