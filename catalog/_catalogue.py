@@ -64,6 +64,22 @@ class Catalogue(SearchMixin):
     below :attr:`CatalogConfig.exact_max` vectors and approximate above it (the manifest records
     which).
 
+    Parameters
+    ----------
+    store : hubcat.storage.ObjectStore
+        The catalogue's root (:meth:`open` finds it and reads the manifest).
+    manifest : dict
+        The manifest of the version to use; its ``"config"`` becomes :attr:`config`.
+    tile_store : tiling.TileStore, optional
+        Where to read tile pixels from, instead of the tile stores the manifest names.
+    _load_index : bool
+        Read the index now; False only to repair a missing one (:meth:`rebuild_index`).
+
+    Raises
+    ------
+    CorruptCatalogError
+        The index is missing, differs from the manifest's sha256 or holds another row count.
+
     Attributes
     ----------
     store : hubcat.storage.ObjectStore
@@ -117,6 +133,11 @@ class Catalogue(SearchMixin):
             An earlier version to open (default: the latest).
         tile_store : tiling.TileStore, optional
             Where to read tile pixels from, if not at the URI recorded in the manifest.
+
+        Returns
+        -------
+        Catalogue
+            That version, its index loaded (metadata and vectors are read on first use).
 
         Raises
         ------
@@ -228,7 +249,18 @@ class Catalogue(SearchMixin):
         return self._meta
 
     def vectors(self) -> np.ndarray:
-        """The stored vectors, float32 [N, D], in leaf order (read-only view)."""
+        """The stored vectors, in leaf order (read-only view).
+
+        Returns
+        -------
+        numpy.ndarray
+            float32 [N, D], row ``i`` the embedding of :meth:`metadata` row ``i``.
+
+        Raises
+        ------
+        CorruptCatalogError
+            A vector shard is missing or differs from the manifest's sha256.
+        """
         if self._vectors is None:
             d = int(self.manifest["model"]["dim"])
             parts = []
@@ -247,11 +279,23 @@ class Catalogue(SearchMixin):
         return self._unit
 
     def records(self) -> list[dict]:
-        """One provenance record per tile, in leaf order (a :class:`TileRecord` as a dict)."""
+        """One provenance record per tile, in leaf order.
+
+        Returns
+        -------
+        list of dict
+            N :class:`TileRecord` dicts; record ``i``'s canonical JSON is Merkle leaf ``i``.
+        """
         return list(self.iter_records())
 
     def iter_records(self) -> Iterator[dict]:
-        """Iterate over :meth:`records` without building the whole list."""
+        """Iterate over :meth:`records` without building the whole list.
+
+        Yields
+        ------
+        dict
+            One tile's :class:`TileRecord` as a dict, in leaf order.
+        """
         meta = self._metadata()
         model = self.manifest["model"]
         d = int(model["dim"])
@@ -280,6 +324,16 @@ class Catalogue(SearchMixin):
 
     def row_of(self, tile_id: str) -> int:
         """Row (leaf index) of ``tile_id``.
+
+        Parameters
+        ----------
+        tile_id : str
+
+        Returns
+        -------
+        int
+            0-based row in :meth:`metadata` and :meth:`vectors`, also the Merkle leaf index (of
+            the superseding row, for a tile recomputed in a later version).
 
         Raises
         ------
@@ -336,6 +390,10 @@ class Catalogue(SearchMixin):
     def tile(self, tile_id: str) -> TileCutout:
         """Pixels and WCS of one tile.
 
+        Parameters
+        ----------
+        tile_id : str
+
         Returns
         -------
         TileCutout
@@ -346,6 +404,8 @@ class Catalogue(SearchMixin):
         ------
         UnknownTileError
             If the catalogue has no such tile.
+        CatalogNotFoundError
+            If its tile store is not reachable (pass ``tile_store=`` to :meth:`open`).
         """
         row = self.row_of(tile_id)
         uri = str(self._metadata()["tile_store"].iloc[row])
@@ -354,7 +414,27 @@ class Catalogue(SearchMixin):
 
     def verify(self, tile_id: str, public_key: object | None = None) -> Any:
         """Check one tile's provenance: re-hash its pixels and vector, prove its inclusion in the
-        signed Merkle root (see :func:`catalog.provenance.verify_tile`)."""
+        signed Merkle root (see :func:`catalog.provenance.verify_tile`).
+
+        Parameters
+        ----------
+        tile_id : str
+        public_key : str, path or catalog.provenance.VerifierKey, optional
+            The operator's public key (default: the one the catalogue publishes).
+
+        Returns
+        -------
+        catalog.provenance.InclusionProof
+
+        Raises
+        ------
+        VerificationError
+            If the tile's pixels, embedding, leaf, the tree or the signature does not verify.
+        ProvenanceNotFoundError
+            If the provenance files are missing.
+        UnknownTileError
+            If the catalogue has no such tile.
+        """
         from catalog.provenance import verify_tile
 
         return verify_tile(self, tile_id, public_key=public_key)
@@ -365,6 +445,26 @@ class Catalogue(SearchMixin):
         """Draw the tiles of ``results`` in a labelled grid (the query first); return the Figure.
 
         See :func:`catalog._plot.show_results`.
+
+        Parameters
+        ----------
+        results : astropy.table.Table
+            A result of :meth:`similar`, :meth:`cone` or :meth:`anomalies`.
+        ncols : int
+            Panels per row.
+        max_tiles : int
+            At most this many rows of ``results`` are drawn.
+        figsize : tuple of float, optional
+            Figure size in inches (default: 2.6 x 2.9 per panel).
+
+        Returns
+        -------
+        matplotlib.figure.Figure
+
+        Raises
+        ------
+        QueryError
+            A table without ``tile_id``, or an empty one.
         """
         from catalog._plot import show_results
 
@@ -381,6 +481,27 @@ class Catalogue(SearchMixin):
         """2-D map of the embedding space, coloured by a metadata column.
 
         See :func:`catalog._plot.embedding_map`.
+
+        Parameters
+        ----------
+        color_by : str
+            Metadata column: one colour per value (legend), or a colour bar if numeric.
+        method : {"umap", "pca"} or None
+            Projection; default UMAP (PCA, with a warning, without ``umap-learn``).
+        ax : matplotlib.axes.Axes, optional
+        sample : int
+            At most this many tiles (a subset seeded by ``config.seed``) are projected.
+
+        Returns
+        -------
+        figure : matplotlib.figure.Figure
+        coords : pandas.DataFrame
+            ``tile_id``, ``x``, ``y`` and the ``color_by`` column of the projected tiles.
+
+        Raises
+        ------
+        QueryError
+            ``color_by`` is not a metadata column, or ``method`` is unknown or unusable.
         """
         from catalog._plot import embedding_map
 
@@ -435,7 +556,30 @@ class Catalogue(SearchMixin):
     ) -> Catalogue:
         """Build (or extend) a catalogue from a metadata table and its unit vectors.
 
-        See :func:`catalog._build.build_from_vectors` for the parameters.
+        See :func:`catalog._build.build_from_vectors`.
+
+        Parameters
+        ----------
+        out_uri : str, path or ObjectStore
+        metadata : pandas.DataFrame
+            One row per vector with at least :data:`catalog._build.REQUIRED_COLUMNS` and
+            ``tiling_digest``.
+        vectors : numpy.ndarray
+            float32 [N, D], unit-norm, row ``i`` that of ``metadata`` row ``i``.
+        model : dict
+            The manifest's model entry (``name``, ``weights_sha256``, ``digest``, ``dim``).
+        signing_key, config, client, progress
+            As for :func:`catalog._build.build_catalogue`.
+
+        Returns
+        -------
+        Catalogue
+            The new latest version.
+
+        Raises
+        ------
+        IncompatibleCatalogError
+            Missing columns, or another model's embeddings than the existing catalogue holds.
         """
         from catalog._build import build_from_vectors
 
@@ -462,7 +606,31 @@ class Catalogue(SearchMixin):
     ) -> Catalogue:
         """Merge catalogues built from disjoint sets of mosaics into a new one at ``out_uri``.
 
-        See :func:`catalog._build.merge_catalogues`.
+        Rows keep the order of ``catalogues``; a tile in several with the same embedding is
+        kept once. See :func:`catalog._build.merge_catalogues`.
+
+        Parameters
+        ----------
+        out_uri : str, path or ObjectStore
+            Where to write it; must not hold a catalogue.
+        catalogues : sequence of Catalogue, str or path
+            The inputs, opened or by URI, all embedded with the same model.
+        signing_key : optional
+            Operator's Ed25519 key that signs the provenance checkpoint.
+        config : CatalogConfig, optional
+            Index configuration (default: the first input's).
+
+        Returns
+        -------
+        Catalogue
+            The merged catalogue (version 1).
+
+        Raises
+        ------
+        IncompatibleCatalogError
+            Different models / preprocessing, or one ``tile_id`` with different embeddings.
+        CatalogError
+            No input, or ``out_uri`` already holds a catalogue.
         """
         from catalog._build import merge_catalogues
 
@@ -475,6 +643,24 @@ class Catalogue(SearchMixin):
         """Rebuild a missing or corrupt index from the stored (sha256-checked) vectors.
 
         See :func:`catalog._build.rebuild_index`.
+
+        Parameters
+        ----------
+        uri : str, path or ObjectStore
+        version : int, optional
+            The version whose index to rebuild (default: the latest).
+
+        Returns
+        -------
+        Catalogue
+            That version, its manifest rewritten with the new index's sha256.
+
+        Raises
+        ------
+        CatalogNotFoundError
+            No catalogue at ``uri`` or no such version.
+        CorruptCatalogError
+            The stored vectors are missing or differ from the manifest's sha256.
         """
         from catalog._build import rebuild_index
 

@@ -127,12 +127,36 @@ class CatalogConfig:
             raise CatalogError(msg)
 
     def to_dict(self) -> dict:
-        """Plain-JSON dictionary of every field."""
+        """Plain-JSON dictionary of every field.
+
+        Returns
+        -------
+        dict
+            ``{field name: value}`` for every field (ints, and the ``approximate`` index kind as
+            a string); what the manifest records under ``"config"``.
+        """
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> CatalogConfig:
-        """Inverse of :meth:`to_dict`; unknown keys are an error."""
+        """Inverse of :meth:`to_dict`; unknown keys are an error.
+
+        Parameters
+        ----------
+        data : dict
+            ``{field name: value}``, as :meth:`to_dict` gives; missing fields take their
+            defaults.
+
+        Returns
+        -------
+        CatalogConfig
+            The configuration, checked as on construction.
+
+        Raises
+        ------
+        CatalogError
+            A key that is not a field, or a value the field refuses (see the class).
+        """
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
@@ -151,8 +175,16 @@ class CatalogConfig:
     def index_kind(self, n: int) -> str:
         """The index kind used for ``n`` vectors.
 
-        ``"flat"`` up to :attr:`exact_max`, ``"ivfpq_rerank"`` above :attr:`compressed_min`,
-        :attr:`approximate` between.
+        Parameters
+        ----------
+        n : int
+            Number of vectors (catalogue rows) the index will hold.
+
+        Returns
+        -------
+        str
+            ``"flat"`` up to :attr:`exact_max`, ``"ivfpq_rerank"`` above :attr:`compressed_min`,
+            :attr:`approximate` between.
         """
         if n <= self.exact_max:
             return "flat"

@@ -76,7 +76,27 @@ def _clean(table: Table) -> Table:
 
 
 def table_to_bytes(table: Table, fmt: str) -> bytes:
-    """Serialise ``table`` in export format ``fmt`` (see :data:`EXPORT_FORMATS`)."""
+    """Serialise ``table`` in export format ``fmt`` (see :data:`EXPORT_FORMATS`).
+
+    Parameters
+    ----------
+    table : astropy.table.Table
+        A result table (:func:`result_table`), with its ``meta``.
+    fmt : str
+        One of :data:`EXPORT_FORMATS` (``"json"``, ``"votable"``, ``"parquet"``, ``"csv"``,
+        ``"ecsv"``, ``"fits"``).
+
+    Returns
+    -------
+    bytes
+        The serialised table; JSON is ``{"meta": ..., "rows": [...]}`` with unknown text as
+        null, text formats UTF-8.
+
+    Raises
+    ------
+    QueryError
+        ``fmt`` is not an export format.
+    """
     fmt = _format_of("", fmt)
     clean = _clean(table)
     if fmt == "json":

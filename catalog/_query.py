@@ -46,6 +46,19 @@ def to_angle(radius: object, *, what: str = "radius") -> u.Quantity:
     (``30 * u.arcsec``, ``"30 arcsec"``, ``"0.5deg"``); a bare number is refused, because
     degrees and arcseconds differ by 3600 and a guess would silently give the wrong tiles.
 
+    Parameters
+    ----------
+    radius : astropy.units.Quantity or str
+        An angle with its unit: a Quantity (scalar or array) or a string astropy parses
+        (``"30 arcsec"``).
+    what : str
+        Name of the argument, used in the error message (``"radius"``, ``"region radius"``).
+
+    Returns
+    -------
+    astropy.units.Quantity
+        The angle in degrees, finite and non-negative (same shape as ``radius``).
+
     Raises
     ------
     QueryError
@@ -207,6 +220,25 @@ def result_table(
     ``proposal_id``, ``detector``, ``exptime``, ``bunit``, ``pixel_scale``, ``mosaic_id``,
     ``row``. Every column carries the unit, description and UCD (``meta["ucd"]``) of its
     definition in :data:`catalog._columns.COLUMNS`; unknown text values are ``""``.
+
+    Parameters
+    ----------
+    meta : pandas.DataFrame
+        The catalogue's metadata (:meth:`Catalogue.metadata` columns), one row per tile.
+    rows : numpy.ndarray
+        int [M], the positional rows of ``meta`` to return, in result order.
+    score : numpy.ndarray or None
+        float [M], one score per row (e.g. cosine similarity, separation), stored as float64;
+        None for no score column.
+    score_name : str
+        Name of the score column, placed second after ``tile_id``.
+    unit : astropy.units.Unit, optional
+        Unit of the score column (e.g. ``u.arcsec`` for a separation); None leaves it unitless.
+
+    Returns
+    -------
+    astropy.table.Table
+        M rows; ``ra``, ``dec`` in degrees, ``row`` the catalogue row (leaf index).
     """
     sub = meta.iloc[np.asarray(rows, dtype=np.int64)]
     table = Table()

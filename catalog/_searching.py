@@ -31,6 +31,12 @@ class SearchMixin:
         A unit reopened after its volunteer was caught, and recomputed, comes back in the next
         version as new rows whose ``supersedes`` column (and Merkle leaf) names the row each one
         replaces; the old rows stay in the append-only log but no query returns them.
+
+        Returns
+        -------
+        numpy.ndarray
+            bool [N], in leaf order: True for a row some later row's ``supersedes`` names.
+            Cached and shared between calls: do not modify it.
         """
         if self._superseded is None:
             meta = self._metadata()
@@ -207,8 +213,27 @@ class SearchMixin:
     def nearest_tile(self, coord: SkyCoord, *, zoom: object = None) -> tuple[int | None, str]:
         """Row of the tile whose centre is nearest to ``coord`` at ``zoom`` (default: finest).
 
-        Returns ``(None, message)`` when ``coord`` falls outside every tile at that zoom (its
-        distance to the nearest centre exceeds that tile's half-diagonal).
+        Superseded rows are never returned.
+
+        Parameters
+        ----------
+        coord : SkyCoord
+            One scalar position (any frame astropy can transform to ICRS).
+        zoom : int or list of int, optional
+            Zoom level(s) to consider; default the finest (smallest) zoom in the catalogue.
+
+        Returns
+        -------
+        tuple of (int or None, str)
+            ``(row, "")`` for the nearest tile; ``(None, message)`` when ``coord`` falls outside
+            every tile at that zoom (its distance to the nearest centre exceeds that tile's
+            half-diagonal, from ``pixel_scale`` and ``tile_size``), the message saying how far
+            the nearest centre is and what to try instead.
+
+        Raises
+        ------
+        QueryError
+            ``coord`` is not one scalar SkyCoord, or the catalogue has no tile at ``zoom``.
         """
         if not isinstance(coord, SkyCoord) or not coord.isscalar:
             msg = f"the position {coord!r} must be one scalar SkyCoord"
@@ -288,11 +313,26 @@ class SearchMixin:
         near-duplicate (overlapping tiles, a zoom level) that a first-neighbour distance would
         not be. Scores use the catalogue's index and are cached per ``k``.
 
+        Parameters
+        ----------
+        n : int
+            Number of tiles to return (fewer if fewer pass the filters).
+        k : int, optional
+            Which neighbour's similarity scores a tile (default ``config.anomaly_k``).
+        **filters
+            As in :meth:`similar`; they select which tiles are ranked, while the scores still
+            compare each tile against the whole catalogue. Superseded rows are left out.
+
         Returns
         -------
         astropy.table.Table
             Columns of :meth:`similar` with ``anomaly`` (0..2) instead of ``similarity``,
             highest first.
+
+        Raises
+        ------
+        QueryError
+            ``n`` < 1 or ``k`` < 0, or an unusable filter.
         """
         k = int(k or self.config.anomaly_k)
         if n < 1 or k < 1:
@@ -308,7 +348,22 @@ class SearchMixin:
         return table
 
     def anomaly_scores(self, k: int | None = None) -> np.ndarray:
-        """Anomaly score of every row (see :meth:`anomalies`), float64 [N]."""
+        """Anomaly score of every row (see :meth:`anomalies`), float64 [N].
+
+        Parameters
+        ----------
+        k : int, optional
+            Which neighbour's cosine similarity ``s_k`` scores a tile (default
+            ``config.anomaly_k``); a tile with fewer than ``k`` other neighbours in the index
+            uses its farthest one.
+
+        Returns
+        -------
+        numpy.ndarray
+            float64 [N], in leaf order: ``1 - s_k``, from 0 (``k`` identical look-alikes) to 2;
+            a tile with no other neighbour scores 2, and a one-row catalogue 0. Cached per
+            ``k`` and shared between calls: do not modify it.
+        """
         k = int(k or self.config.anomaly_k)
         if k not in self._anomaly_cache:
             x = self._unit_vectors()

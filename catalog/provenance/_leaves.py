@@ -255,6 +255,16 @@ def leaf_bytes(record: Mapping[str, object], position: int = 0) -> bytes:
 def parse_leaf(leaf: bytes) -> dict:
     """Decode a stored leaf back into its record (with ``"schema"``).
 
+    Parameters
+    ----------
+    leaf : bytes
+        One leaf as stored in the log: the RFC 8785 canonical JSON (UTF-8) of a tile's record.
+
+    Returns
+    -------
+    dict
+        The record's fields, as :meth:`TileRecord.to_dict` gives them, plus ``"schema"``.
+
     Raises
     ------
     ProvenanceError

@@ -42,7 +42,15 @@ class InclusionProof:
     checkpoint: str = ""
 
     def verify(self) -> bool:
-        """Re-run RFC 9162's inclusion check (leaf -> leaf hash -> path -> root)."""
+        """Re-run RFC 9162's inclusion check (leaf -> leaf hash -> path -> root).
+
+        Returns
+        -------
+        bool
+            True when ``SHA-256(0x00 || leaf)`` equals :attr:`leaf_hash` and hashing it up
+            :attr:`path` at :attr:`leaf_index` of a tree of :attr:`tree_size` leaves gives
+            :attr:`root`; False otherwise (a failed proof is a result, not an error).
+        """
         if hash_leaf(self.leaf.encode()).hex() != self.leaf_hash:
             return False
         return (
@@ -51,7 +59,15 @@ class InclusionProof:
         )
 
     def to_dict(self) -> dict:
-        """JSON-ready dictionary."""
+        """JSON-ready dictionary.
+
+        Returns
+        -------
+        dict
+            ``tile_id``, ``leaf_index``, ``tree_size``, ``leaf``, ``leaf_hash``,
+            ``inclusion_path`` (the :attr:`path`, a new list), ``root`` and ``checkpoint``;
+            hashes as hex strings.
+        """
         return {
             "tile_id": self.tile_id,
             "leaf_index": self.leaf_index,
@@ -81,7 +97,21 @@ class InclusionProof:
 
 @dataclass
 class ConsistencyCheck:
-    """The consistency of the catalogue with an older checkpoint."""
+    """The consistency of the catalogue with an older checkpoint.
+
+    Attributes
+    ----------
+    old_size : int
+        Number of leaves of the older checkpoint.
+    new_size : int
+        Number of leaves of the catalogue's current checkpoint.
+    old_root, new_root : str
+        Merkle roots of the two trees, hex.
+    proof : list of str
+        The RFC 9162 consistency proof between them, hex hashes.
+    ok : bool
+        True when the proof shows the new tree extends the old one.
+    """
 
     old_size: int
     new_size: int
@@ -91,7 +121,14 @@ class ConsistencyCheck:
     ok: bool
 
     def to_dict(self) -> dict:
-        """JSON-ready dictionary."""
+        """JSON-ready dictionary.
+
+        Returns
+        -------
+        dict
+            ``old_size``, ``new_size``, ``old_root``, ``new_root``, ``proof`` and ``ok``, as
+            held by this check (a shallow copy).
+        """
         return dict(self.__dict__)
 
 
@@ -148,6 +185,19 @@ class VerificationReport:
         return not self.failures
 
     def failed(self, kind: str, subject: str, message: str) -> None:
+        """Record a failed check (appends a :class:`Failure` to :attr:`failures`).
+
+        Parameters
+        ----------
+        kind : str
+            What failed: ``"tile"``, ``"file"``, ``"signature"``, ...; failures of kind
+            ``"tile"`` are listed by :attr:`failed_tiles`.
+        subject : str
+            Which one: the ``tile_id``, object key or value at fault.
+        message : str
+            Why, in words a reader can act on (shown by :meth:`summary` and
+            :meth:`raise_if_failed`).
+        """
         self.failures.append(Failure(kind, subject, message))
 
     @property
@@ -166,7 +216,15 @@ class VerificationReport:
             raise VerificationError(head + ":\n  " + "\n  ".join(shown), lines)
 
     def summary(self) -> str:
-        """A few lines: the verdict, the tree, and each failure."""
+        """A few lines: the verdict, the tree, and each failure.
+
+        Returns
+        -------
+        str
+            Newline-separated: ``OK`` or ``FAILED`` for :attr:`catalogue`, the tree size and
+            root, the signing key (or ``not signed``), then one line per passed check
+            (``ok``), warning (``WARN``) and failure (``FAIL``).
+        """
         verdict = "OK" if self.ok else "FAILED"
         lines = [
             f"provenance of {self.catalogue}: {verdict}",
@@ -182,7 +240,15 @@ class VerificationReport:
         return self.summary()
 
     def to_dict(self) -> dict:
-        """JSON-ready dictionary."""
+        """JSON-ready dictionary.
+
+        Returns
+        -------
+        dict
+            ``catalogue``, ``ok``, ``tree_size``, ``root``, ``key``, ``checks``, ``failures``
+            (each a dict of ``kind``, ``subject``, ``message``), ``warnings``, and ``proof`` and
+            ``consistency`` (their :meth:`~InclusionProof.to_dict`, or None).
+        """
         return {
             "catalogue": self.catalogue,
             "ok": self.ok,
