@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -35,6 +35,7 @@ from catalog._query import centres
 from catalog._searching import SearchMixin
 from catalog._shards import segment_shards
 from catalog._supersede import class_of, supersedes_of
+from catalog._versions import BuildMixin
 from catalog.errors import (
     CatalogNotFoundError,
     CorruptCatalogError,
@@ -56,7 +57,7 @@ class TileCutout(NamedTuple):
     wcs: Any
 
 
-class Catalogue(SearchMixin):
+class Catalogue(SearchMixin, BuildMixin):
     """A similarity-searchable catalogue of tiles.
 
     Open one with :meth:`open`, build or extend one with :meth:`build`, combine partial ones with
@@ -506,162 +507,3 @@ class Catalogue(SearchMixin):
         from catalog._plot import embedding_map
 
         return embedding_map(self, color_by=color_by, method=method, ax=ax, sample=sample)
-
-    # ------------------------------------------------------------------ building
-
-    @classmethod
-    # ------------------------------------------------------------------ building
-
-    @classmethod
-    def build(
-        cls,
-        out_uri: str | Path | ObjectStore,
-        tile_store,
-        embedding_store,
-        signing_key: object | None = None,
-        *,
-        config: CatalogConfig | None = None,
-        client: object | None = None,
-        progress: Callable[[int, int], None] | None = None,
-    ) -> Catalogue:
-        """Build a catalogue at ``out_uri``, or add a new version to the one already there.
-
-        See :func:`catalog._build.build_catalogue` for the parameters.
-        """
-        from catalog._build import build_catalogue
-
-        return build_catalogue(
-            cls,
-            out_uri,
-            tile_store,
-            embedding_store,
-            signing_key,
-            config=config,
-            client=client,
-            progress=progress,
-        )
-
-    @classmethod
-    def from_vectors(
-        cls,
-        out_uri: str | Path | ObjectStore,
-        metadata: pd.DataFrame,
-        vectors: np.ndarray,
-        model: dict,
-        signing_key: object | None = None,
-        *,
-        config: CatalogConfig | None = None,
-        client: object | None = None,
-        progress: Callable[[int, int], None] | None = None,
-    ) -> Catalogue:
-        """Build (or extend) a catalogue from a metadata table and its unit vectors.
-
-        See :func:`catalog._build.build_from_vectors`.
-
-        Parameters
-        ----------
-        out_uri : str, path or ObjectStore
-        metadata : pandas.DataFrame
-            One row per vector with at least :data:`catalog._build.REQUIRED_COLUMNS` and
-            ``tiling_digest``.
-        vectors : numpy.ndarray
-            float32 [N, D], unit-norm, row ``i`` that of ``metadata`` row ``i``.
-        model : dict
-            The manifest's model entry (``name``, ``weights_sha256``, ``digest``, ``dim``).
-        signing_key, config, client, progress
-            As for :func:`catalog._build.build_catalogue`.
-
-        Returns
-        -------
-        Catalogue
-            The new latest version.
-
-        Raises
-        ------
-        IncompatibleCatalogError
-            Missing columns, or another model's embeddings than the existing catalogue holds.
-        """
-        from catalog._build import build_from_vectors
-
-        return build_from_vectors(
-            cls,
-            out_uri,
-            metadata,
-            vectors,
-            model,
-            signing_key,
-            config=config,
-            client=client,
-            progress=progress,
-        )
-
-    @classmethod
-    def merge(
-        cls,
-        out_uri: str | Path | ObjectStore,
-        catalogues: Sequence[Catalogue | str | Path],
-        signing_key: object | None = None,
-        *,
-        config: CatalogConfig | None = None,
-    ) -> Catalogue:
-        """Merge catalogues built from disjoint sets of mosaics into a new one at ``out_uri``.
-
-        Rows keep the order of ``catalogues``; a tile in several with the same embedding is
-        kept once. See :func:`catalog._build.merge_catalogues`.
-
-        Parameters
-        ----------
-        out_uri : str, path or ObjectStore
-            Where to write it; must not hold a catalogue.
-        catalogues : sequence of Catalogue, str or path
-            The inputs, opened or by URI, all embedded with the same model.
-        signing_key : optional
-            Operator's Ed25519 key that signs the provenance checkpoint.
-        config : CatalogConfig, optional
-            Index configuration (default: the first input's).
-
-        Returns
-        -------
-        Catalogue
-            The merged catalogue (version 1).
-
-        Raises
-        ------
-        IncompatibleCatalogError
-            Different models / preprocessing, or one ``tile_id`` with different embeddings.
-        CatalogError
-            No input, or ``out_uri`` already holds a catalogue.
-        """
-        from catalog._build import merge_catalogues
-
-        return merge_catalogues(cls, out_uri, catalogues, signing_key, config=config)
-
-    @classmethod
-    def rebuild_index(
-        cls, uri: str | Path | ObjectStore, *, version: int | None = None
-    ) -> Catalogue:
-        """Rebuild a missing or corrupt index from the stored (sha256-checked) vectors.
-
-        See :func:`catalog._build.rebuild_index`.
-
-        Parameters
-        ----------
-        uri : str, path or ObjectStore
-        version : int, optional
-            The version whose index to rebuild (default: the latest).
-
-        Returns
-        -------
-        Catalogue
-            That version, its manifest rewritten with the new index's sha256.
-
-        Raises
-        ------
-        CatalogNotFoundError
-            No catalogue at ``uri`` or no such version.
-        CorruptCatalogError
-            The stored vectors are missing or differ from the manifest's sha256.
-        """
-        from catalog._build import rebuild_index
-
-        return rebuild_index(cls, uri, version=version)

@@ -135,3 +135,14 @@ def test_the_where_table_of_the_architecture_page_names_real_code() -> None:
             ):
                 missing.append(f"{what}: {name} is not defined in {modules}")
     assert not missing, "\n".join(missing)
+
+
+def test_no_module_is_over_600_lines() -> None:
+    """One job per module: a module that grows past 600 lines is split by job."""
+    long = [
+        f"{path.relative_to(REPO)}: {n} lines"
+        for package in ALLOWED
+        for path in sorted((REPO / package).rglob("*.py"))
+        if (n := len(path.read_text().splitlines())) > 600
+    ]
+    assert not long, "modules over 600 lines:\n" + "\n".join(long)
