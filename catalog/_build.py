@@ -73,37 +73,7 @@ def build_catalogue(
     client: object | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> Catalogue:
-    """Build a catalogue at ``out_uri``, or add a new version to the one already there.
-
-    Parameters
-    ----------
-    out_uri : str, path or ObjectStore
-        Catalogue root (local folder or ``s3://`` prefix).
-    tile_store : tiling.TileStore
-        Tiles and their metadata.
-    embedding_store : embeddings.EmbeddingStore
-        Accepted vectors of those tiles (tiles without one are left out, and counted).
-    signing_key : optional
-        Operator's Ed25519 key that signs the provenance checkpoint (see
-        :func:`catalog.provenance.build_provenance`).
-    config : CatalogConfig, optional
-        Index configuration of a new catalogue (an existing one keeps its own).
-    client : distributed.Client, optional
-        Dask cluster that encodes the compressed index's shards (default: a LocalCluster of
-        ``config.build_workers`` processes, started only for the ``ivfpq_rerank`` kind).
-    progress : callable, optional
-        ``progress(done, total)`` as shards are encoded.
-
-    Returns
-    -------
-    Catalogue
-        The new (or unchanged, when no tile is new) latest version.
-
-    Raises
-    ------
-    IncompatibleCatalogError
-        If the existing catalogue holds another model's embeddings.
-    """
+    """:meth:`catalog.Catalogue.build` (parameters, returns and errors are documented there)."""
     store = out_uri if isinstance(out_uri, ObjectStore) else open_object_store(out_uri)
     inputs = gather(tile_store, embedding_store)
     return _add_version(
