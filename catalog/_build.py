@@ -100,30 +100,7 @@ def build_from_vectors(
     client: object | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> Catalogue:
-    """Build (or add a version to) a catalogue from a metadata table and its vectors.
-
-    Parameters
-    ----------
-    out_uri : str, path or ObjectStore
-    metadata : pandas.DataFrame
-        One row per vector with at least :data:`REQUIRED_COLUMNS` and ``tiling_digest``;
-        ``tile_size``, ``tile_store`` and ``volunteers`` are filled in when absent.
-    vectors : numpy.ndarray, float32 (N, D)
-        Unit-norm embeddings, row ``i`` of ``metadata``'s tile.
-    model : dict
-        The model entry of the manifest (``name``, ``weights_sha256``, ``digest``, ``dim``).
-    signing_key, config, client, progress
-        As for :func:`build_catalogue`.
-
-    Returns
-    -------
-    Catalogue
-
-    Raises
-    ------
-    IncompatibleCatalogError
-        Missing columns, or another model's embeddings than the existing catalogue holds.
-    """
+    """:meth:`catalog.Catalogue.from_vectors` (parameters, returns and errors are documented there)."""
     store = out_uri if isinstance(out_uri, ObjectStore) else open_object_store(out_uri)
     meta = metadata.reset_index(drop=True).copy()
     missing = [c for c in (*REQUIRED_COLUMNS, "tiling_digest") if c not in meta.columns]
