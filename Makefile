@@ -11,6 +11,10 @@ OUT ?= demo-catalogue
 NOTEBOOKS ?= notebooks/quickstart.ipynb notebooks/provenance.ipynb notebooks/volunteers.ipynb \
 	notebooks/tuning.ipynb
 NB_TIMEOUT ?= 1200
+# `make test` runs the suite on one process per core (at most 4; TEST_WORKERS=0 runs it in this
+# process). Whole files go to one process, so the servers and grids a file starts are started once.
+TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); [ $$n -gt 4 ] && n=4; echo $$n)
+TEST_DIST := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
 .PHONY: demo test lint bench clean-venv install notebooks chromium
 
@@ -46,7 +50,7 @@ chromium:
 	  else echo "chromium is not installed (needs root and apt-get): the browser test will skip"; fi; }
 
 test: $(VENV)/.installed chromium
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(TEST_DIST) $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
