@@ -47,6 +47,11 @@ HEALPIX_ORDER = 20
 #: Name of the column holding that index in the shard files (not part of ``metadata()``).
 HEALPIX_COLUMN = "healpix"
 _FINE = HEALPix(nside=2**HEALPIX_ORDER, order="nested")
+#: Columns whose min/max each row group records (long text statistics only swell the footer).
+_STATISTICS = [HEALPIX_COLUMN, "leaf_index", "ra", "dec", "zoom", "date_obs"]
+#: Parquet footers of shards already opened, by (store, key, sha256): a shard never changes.
+_FOOTERS: dict[tuple[str, str, str], pq.FileMetaData] = {}
+_FOOTERS_MAX = 1_024
 
 
 def healpix_index(ra_deg: np.ndarray, dec_deg: np.ndarray) -> np.ndarray:
@@ -152,6 +157,7 @@ def write_metadata_shards(
             buf,
             row_group_size=row_group_rows,
             write_page_checksum=True,
+            write_statistics=_STATISTICS,
         )
         data = buf.getvalue()
         key = f"{prefix}/metadata/{i:05d}.parquet"
@@ -293,7 +299,23 @@ def _open_shard(store: ObjectStore, shard: dict, where: str) -> pq.ParquetFile:
         )
         raise CorruptCatalogError(msg)
     try:
-        return pq.ParquetFile(_RangeFile(store, key, size), page_checksum_verification=True)
+        cache_key = (store.uri, key, shard["sha256"])
+        metadata = _FOOTERS.get(cache_key)
+        if metadata is None:
+            # the footer's length, then the footer (pyarrow alone would fetch the last 64 KiB)
+            tail = store.get_range(key, max(0, size - 8), min(size, 8))
+            footer = int.from_bytes(tail[:4], "little") + 8 if len(tail) == 8 else size + 1
+            if footer > size - 4 or tail[4:] != b"PAR1":
+                msg = f"metadata shard {key} of {where} has no valid parquet footer: it is damaged"
+                raise CorruptCatalogError(msg)
+            data = store.get_range(key, size - footer, footer - 8) + tail
+            metadata = pq.read_metadata(io.BytesIO(b"PAR1" + data))
+            if len(_FOOTERS) >= _FOOTERS_MAX:
+                _FOOTERS.pop(next(iter(_FOOTERS)))
+            _FOOTERS[cache_key] = metadata
+        return pq.ParquetFile(
+            _RangeFile(store, key, size), metadata=metadata, page_checksum_verification=True
+        )
     except (OSError, pa.ArrowException) as exc:
         msg = f"metadata shard {key} of {where} is not a readable parquet file ({exc}); rebuild the catalogue"
         raise CorruptCatalogError(msg) from None

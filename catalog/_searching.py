@@ -302,7 +302,7 @@ class SearchMixin:
         table.meta.update(
             {"query": f"cone {_fmt_coord(coord)} r={radius.to(u.arcsec):.2f}", **self._table_info()}
         )
-        if not len(rows):
+        if not len(table):
             table.meta["message"] = (
                 f"no tile centre of {self.uri} lies within {radius.to(u.arcsec):.1f} of "
                 f"{_fmt_coord(coord)}"

@@ -68,6 +68,10 @@ class MerkleStream:
         ----------
         hashes : bytes
             ``32 * n`` bytes.
+
+        Returns
+        -------
+        None
         """
         n = len(hashes) // HASH_SIZE
         i = 0
@@ -262,6 +266,11 @@ class HashShards:
     def hashes(self, lo: int, hi: int) -> Iterator[bytes]:
         """Concatenated leaf hashes of leaves ``[lo, hi)``, in pieces.
 
+        Parameters
+        ----------
+        lo, hi : int
+            First leaf and one past the last.
+
         Yields
         ------
         bytes
@@ -293,14 +302,41 @@ class HashShards:
                 a += n
 
     def range_root(self, lo: int, hi: int) -> bytes:
-        """RFC 6962 ``MTH`` of leaves ``[lo, hi)``."""
+        """RFC 6962 ``MTH`` of leaves ``[lo, hi)``.
+
+        Parameters
+        ----------
+        lo, hi : int
+            First leaf and one past the last.
+
+        Returns
+        -------
+        bytes
+            32-byte subtree hash.
+        """
         tree = MerkleStream()
         for piece in self.hashes(lo, hi):
             tree.add_hashes(piece)
         return tree.root
 
     def inclusion_proof(self, index: int) -> list[bytes]:
-        """RFC 9162 inclusion path of leaf ``index`` (leaf-to-root order)."""
+        """RFC 9162 inclusion path of leaf ``index`` (leaf-to-root order).
+
+        Parameters
+        ----------
+        index : int
+            0-based leaf index, in ``[0, size)``.
+
+        Returns
+        -------
+        list of bytes
+            The same hashes as :meth:`MerkleTree.inclusion_proof`.
+
+        Raises
+        ------
+        ProvenanceError
+            ``index`` outside the tree.
+        """
         if not 0 <= index < self.size:
             msg = f"leaf index {index} is not in [0, {self.size})"
             raise ProvenanceError(msg)
@@ -317,7 +353,23 @@ class HashShards:
         return path[::-1]
 
     def consistency_proof(self, old_size: int) -> list[bytes]:
-        """RFC 9162 consistency proof from the first ``old_size`` leaves to :attr:`size`."""
+        """RFC 9162 consistency proof from the first ``old_size`` leaves to :attr:`size`.
+
+        Parameters
+        ----------
+        old_size : int
+            Leaves of the older tree, in ``[1, size]``.
+
+        Returns
+        -------
+        list of bytes
+            The same hashes as :meth:`MerkleTree.consistency_proof`.
+
+        Raises
+        ------
+        ProvenanceError
+            ``old_size`` outside ``[1, size]``.
+        """
         if not 1 <= old_size <= self.size:
             msg = f"old tree size {old_size} is not in [1, {self.size}]"
             raise ProvenanceError(msg)
