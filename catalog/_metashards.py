@@ -366,8 +366,9 @@ def read_cone_candidates(
                 raise CorruptCatalogError(msg) from None
             parts.append(part)
             groups_read += len(wanted)
-    if not parts:
-        return pd.DataFrame(), 0
+    if not parts:  # no row group can match: an empty table with the shards' columns
+        first = next(s for seg in segments for s in seg["metadata_shards"])
+        parts.append(_open_shard(store, first, where).schema_arrow.empty_table().to_pandas())
     meta = pd.concat(parts, ignore_index=True)
     return meta.drop(columns=[HEALPIX_COLUMN], errors="ignore"), groups_read
 

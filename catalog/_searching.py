@@ -316,8 +316,6 @@ class SearchMixin:
         ranges = cone_ranges(float(icrs.ra.deg), float(icrs.dec.deg), radius)
         where = f"catalogue {self.uri}"
         sub, _groups = read_cone_candidates(self.store, self.manifest["segments"], ranges, where)
-        if not len(sub):
-            sub = pd.DataFrame(columns=["tile_id", "ra", "dec", "zoom", "leaf_index"])
         sep = centres(sub).separation(coord)
         inside = (sep <= radius).astype(bool)
         mask = filter_mask(sub, **filters) if filters else None

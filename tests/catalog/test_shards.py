@@ -144,6 +144,20 @@ def test_cone_reads_only_matching_row_groups_and_agrees_with_a_scan(built, ra, d
         assert meta_bytes < 0.5 * total, (meta_bytes, total)
 
 
+def test_a_cone_that_meets_no_row_group_is_empty(tmp_path):
+    meta = table(50)
+    meta["ra"], meta["dec"] = 150 + np.linspace(0, 0.01, 50), 2.0
+    Catalogue.from_vectors(tmp_path / "c", meta, vectors(50), MODEL, config=CONFIG)
+    cat = Catalogue.open(tmp_path / "c")
+    res = cat.cone(SkyCoord(30, -40, unit="deg"), 1 * u.deg)
+    assert len(res) == 0 and "no tile centre" in res.meta["message"]
+    assert (
+        res.colnames
+        == Catalogue.open(tmp_path / "c").cone(SkyCoord(150, 2, unit="deg"), 1 * u.deg).colnames
+    )
+    assert cat._meta is None
+
+
 def test_cone_ranges_cover_every_pixel_of_the_cone():
     """Points just inside cones of many sizes all fall in the HEALPix ranges of the cone."""
     rng = np.random.default_rng(3)
