@@ -6,7 +6,7 @@ HEALPix index (order :data:`HEALPIX_ORDER`, computed with ``astropy-healpix``) o
 centre, in parquet row groups of at most :attr:`catalog.CatalogConfig.row_group_rows` rows. The
 manifest lists every shard (key, rows, bytes, sha256) and, per row group, its row count and
 HEALPix min/max. A cone search turns the cone into ranges of HEALPix indexes (the library's cone
-query at a coarser order, widened by one coarse pixel) and reads only the row groups whose range
+query at a coarser order: every pixel the cone overlaps) and reads only the row groups whose range
 meets them, by byte range, from a local folder or from S3. Reading a whole segment checks every
 shard's sha256; a partial read checks the shard's size and the parquet page checksums.
 
@@ -75,10 +75,10 @@ def healpix_index(ra_deg: np.ndarray, dec_deg: np.ndarray) -> np.ndarray:
 def cone_ranges(ra_deg: float, dec_deg: float, radius: u.Quantity) -> np.ndarray:
     """Half-open ranges ``[lo, hi)`` of fine HEALPix indexes that cover a cone.
 
-    The cone is queried with ``astropy_healpix.HEALPix.cone_search_lonlat`` at the finest order
-    whose pixels are at least as large as ``radius`` (a handful of pixels), with the radius
-    widened by two of those pixels so that every pixel the cone touches is listed; each coarse
-    pixel is then the range of its fine descendants.
+    The cone is queried with ``astropy_healpix.HEALPix.cone_search_lonlat`` (which returns every
+    pixel the cone overlaps, even partly) at the finest order whose pixels are at least as large
+    as ``radius`` (a handful of pixels); each coarse pixel is then the range of its fine
+    descendants.
 
     Parameters
     ----------
@@ -97,14 +97,11 @@ def cone_ranges(ra_deg: float, dec_deg: float, radius: u.Quantity) -> np.ndarray
     while order > 0 and HEALPix(nside=2**order).pixel_resolution.to_value(u.deg) < r:
         order -= 1
     coarse = HEALPix(nside=2**order, order="nested")
-    widen = 2 * coarse.pixel_resolution.to_value(u.deg)
-    if r + widen >= 180.0:
+    if r >= 180.0:
         return np.array([[0, 12 * 4**HEALPIX_ORDER]], dtype=np.int64)
+    # documented to return every pixel that overlaps the cone, even partly
     pix = np.sort(
-        np.asarray(
-            coarse.cone_search_lonlat(ra_deg * u.deg, dec_deg * u.deg, (r + widen) * u.deg),
-            dtype=np.int64,
-        )
+        np.asarray(coarse.cone_search_lonlat(ra_deg * u.deg, dec_deg * u.deg, r * u.deg), np.int64)
     )
     shift = 2 * (HEALPIX_ORDER - order)
     out: list[list[int]] = []

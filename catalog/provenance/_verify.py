@@ -70,6 +70,11 @@ def _segments(cat, report) -> tuple[list, list[np.ndarray]]:
         objects += [("vectors", s["key"], s["sha256"]) for s in _vector_shards(seg)]
         first_meta = len(metas)
         for what, key, digest in objects:
+            if what == "metadata" and not cat.store.exists(key):
+                report.failed(
+                    "file", key, f"metadata shard {key} named by manifest.json is missing"
+                )
+                continue
             if what == "vectors" and not cat.store.exists(key):
                 report.failed("file", key, f"vector shard {key} named by manifest.json is missing")
                 rows = int(next(s for s in _vector_shards(seg) if s["key"] == key)["rows"])
@@ -85,7 +90,11 @@ def _segments(cat, report) -> tuple[list, list[np.ndarray]]:
                     "the file was changed after the catalogue was built",
                 )
             if what == "metadata":
-                frame = pd.read_parquet(io.BytesIO(data))
+                try:
+                    frame = pd.read_parquet(io.BytesIO(data))
+                except (OSError, ValueError) as exc:  # pyarrow's errors derive from these
+                    report.failed("file", key, f"{key} is not a readable parquet file: {exc}")
+                    continue
                 frame["_file"] = key
                 frame["_row"] = np.arange(len(frame))
                 metas.append(frame)

@@ -159,13 +159,13 @@ def test_a_cone_that_meets_no_row_group_is_empty(tmp_path):
 
 
 def test_cone_ranges_cover_every_pixel_of_the_cone():
-    """Points just inside cones of many sizes all fall in the HEALPix ranges of the cone."""
+    """Points just inside the edge of cones of many sizes all fall in the cone's HEALPix ranges."""
     rng = np.random.default_rng(3)
     for radius in (1 * u.arcsec, 1 * u.arcmin, 0.7 * u.deg, 12 * u.deg):
         ra0, dec0 = rng.uniform(0, 360), rng.uniform(-89, 89)
         centre = SkyCoord(ra0, dec0, unit="deg")
         points = centre.directional_offset_by(
-            rng.uniform(0, 360, 500) * u.deg, radius * rng.uniform(0, 0.999, 500)
+            rng.uniform(0, 360, 2000) * u.deg, radius * rng.uniform(0.98, 0.9999, 2000)
         )
         hp = healpix_index(points.ra.deg, points.dec.deg)
         ranges = cone_ranges(ra0, dec0, radius)
@@ -227,6 +227,8 @@ def test_missing_or_truncated_metadata_shard_is_named(built, tmp_path):
         CorruptCatalogError, match=f"metadata of catalogue .*\\({shard}\\) does not match"
     ):
         Catalogue.open(root).metadata()
+    report = pv.verify_catalogue(Catalogue.open(root))  # hubcat verify names it
+    assert shard in [f.subject for f in report.failures if f.kind == "file"]
     path.unlink()  # missing
     with pytest.raises(CorruptCatalogError, match=f"metadata shard {shard} .* is missing"):
         Catalogue.open(root).cone(centre, 180 * u.deg)
@@ -234,6 +236,10 @@ def test_missing_or_truncated_metadata_shard_is_named(built, tmp_path):
         CorruptCatalogError, match=f"metadata of catalogue .* is missing \\({shard}\\)"
     ):
         Catalogue.open(root).metadata()
+    report = pv.verify_catalogue(Catalogue.open(root))
+    assert f"metadata shard {shard} named by manifest.json is missing" in [
+        f.message for f in report.failures
+    ]
     # nothing else was touched: the other shards are intact
     for other in m["segments"][0]["metadata_shards"]:
         if other["key"] != shard:
