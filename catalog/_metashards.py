@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 from astropy import units as u
 from astropy_healpix import HEALPix
 
-from catalog.errors import CorruptCatalogError
+from catalog.errors import CorruptCatalogError, ShardReadError
 from hubcat.errors import StorageError, StoreNotFoundError
 from hubcat.storage import ObjectStore
 
@@ -289,6 +289,8 @@ def _open_shard(store: ObjectStore, shard: dict, where: str) -> pq.ParquetFile:
             "is incomplete: copy it whole, or rebuild it with `hubcat build`"
         )
         raise CorruptCatalogError(msg) from None
+    except StorageError as exc:
+        raise _read_failed(key, where, exc) from exc
     if size != int(shard["bytes"]):
         msg = (
             f"metadata shard {key} of {where} is {size} bytes, its manifest records "
@@ -313,6 +315,8 @@ def _open_shard(store: ObjectStore, shard: dict, where: str) -> pq.ParquetFile:
         return pq.ParquetFile(
             _RangeFile(store, key, size), metadata=metadata, page_checksum_verification=True
         )
+    except StorageError as exc:
+        raise _read_failed(key, where, exc) from exc
     except (OSError, pa.ArrowException) as exc:
         msg = f"metadata shard {key} of {where} is not a readable parquet file ({exc}); rebuild the catalogue"
         raise CorruptCatalogError(msg) from None
@@ -343,6 +347,8 @@ def read_cone_candidates(
     ------
     CorruptCatalogError
         A shard the manifest names is missing, truncated, or fails its page checksums.
+    ShardReadError
+        The store failed while reading a shard (e.g. an S3 error): nothing changed, retry.
     """
     lo, hi = ranges[:, 0], ranges[:, 1]
     parts, groups_read = [], 0
@@ -358,7 +364,9 @@ def read_cone_candidates(
             pf = _open_shard(store, shard, where)
             try:
                 part = pf.read_row_groups(wanted).to_pandas()
-            except (OSError, pa.ArrowException, StorageError) as exc:
+            except StorageError as exc:
+                raise _read_failed(shard["key"], where, exc) from exc
+            except (OSError, pa.ArrowException) as exc:
                 msg = f"metadata shard {shard['key']} of {where} cannot be read ({exc}); rebuild the catalogue"
                 raise CorruptCatalogError(msg) from None
             parts.append(part)
@@ -368,6 +376,14 @@ def read_cone_candidates(
         parts.append(_open_shard(store, first, where).schema_arrow.empty_table().to_pandas())
     meta = pd.concat(parts, ignore_index=True)
     return meta.drop(columns=[HEALPIX_COLUMN], errors="ignore"), groups_read
+
+
+def _read_failed(key: str, where: str, exc: Exception) -> ShardReadError:
+    msg = (
+        f"reading metadata shard {key} of {where} failed ({exc}); the query was not answered: "
+        "retry it when the store is reachable"
+    )
+    return ShardReadError(msg)
 
 
 def _meets(gmin: int, gmax: int, lo: np.ndarray, hi: np.ndarray) -> bool:

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 from astropy.coordinates import SkyCoord
 
-from catalog import CatalogConfig, Catalogue, CorruptCatalogError
+from catalog import CatalogConfig, Catalogue, CorruptCatalogError, ShardReadError
 from catalog import provenance as pv
 from catalog._metashards import HEALPIX_COLUMN, cone_ranges, healpix_index
 from hubcat.storage import LocalObjectStore, open_object_store
@@ -401,3 +401,18 @@ def test_cone_on_s3_reads_only_the_row_groups_it_needs(s3_server):
     assert meta and all(r is not None for _, _, r in meta)  # ranges, never a whole shard
     assert sum(n for _, n, _ in meta) < 0.25 * total, (meta, total)
     assert not any("/vectors" in k or "provenance/" in k for k, _, _ in got)
+    # an S3 failure mid-query: the error names the shard, and the next query works again
+    from tests._s3_support import FaultProxy
+
+    proxy = FaultProxy(s3_server.host, s3_server.port)
+    try:
+        flaky = open_object_store(uri, endpoint_url=proxy.endpoint_url, max_attempts=2)
+        cat = Catalogue.open(flaky)
+        shard = meta[0][0].split("/", 1)[1]
+        proxy.add("error500", shard, times=50)
+        with pytest.raises(ShardReadError, match=f"metadata shard {shard}"):
+            cat.cone(centre, 2 * u.deg)
+        proxy.clear()
+        assert sorted(cat.cone(centre, 2 * u.deg)["tile_id"]) == sorted(res["tile_id"])
+    finally:
+        proxy.stop()
