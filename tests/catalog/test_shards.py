@@ -416,3 +416,30 @@ def test_cone_on_s3_reads_only_the_row_groups_it_needs(s3_server):
         assert sorted(cat.cone(centre, 2 * u.deg)["tile_id"]) == sorted(res["tile_id"])
     finally:
         proxy.stop()
+
+
+def test_a_log_written_before_shards_verifies_and_grows(built, tmp_path):
+    """An older single-file log (leaves.jsonl, leaf_hashes.bin) verifies, and a new version on
+    top of it writes shards whose tree extends it (its consistency proof verifies)."""
+    root, m = _copy(built, tmp_path)
+    files = m["provenance"]["files"]
+    leaves = b"".join((root / s["key"]).read_bytes() for s in files["leaf_shards"])
+    hashes = b"".join((root / s["hashes_key"]).read_bytes() for s in files["leaf_shards"])
+    for s in files.pop("leaf_shards"):
+        (root / s["key"]).unlink()
+        (root / s["hashes_key"]).unlink()
+    (root / "provenance/leaves.jsonl").write_bytes(leaves)
+    (root / "provenance/leaf_hashes.bin").write_bytes(hashes)
+    files.update(leaves="provenance/leaves.jsonl", leaf_hashes="provenance/leaf_hashes.bin")
+    for key in ("manifest.json", "versions/000001/manifest.json"):
+        (root / key).write_text(json.dumps(m))
+    report = pv.verify_catalogue(Catalogue.open(root))
+    assert [f for f in report.failures if f.kind == "file"] == []
+    assert any("hash to the checkpoint's root" in c for c in report.checks)
+    v2 = Catalogue.from_vectors(root, table(10, start=N, seed=1), vectors(10, 1), MODEL)
+    prov = v2.manifest["provenance"]
+    assert prov["tree_size"] == N + 10 and prov["files"]["leaf_shards"]
+    assert pv.verify_consistency(
+        N, N + 10, m["provenance"]["root"], prov["root"], prov["consistency_proof"]
+    )
+    assert [f for f in pv.verify_catalogue(v2).failures if f.kind == "file"] == []
