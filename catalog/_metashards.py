@@ -24,9 +24,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 from astropy import units as u
-from astropy_healpix import HEALPix
 
-from catalog.errors import CorruptCatalogError, ShardReadError
+from catalog.errors import CatalogError, CorruptCatalogError, ShardReadError
 from hubcat.errors import StorageError, StoreNotFoundError
 from hubcat.storage import ObjectStore
 
@@ -46,12 +45,26 @@ __all__ = [
 HEALPIX_ORDER = 20
 #: Name of the column holding that index in the shard files (not part of ``metadata()``).
 HEALPIX_COLUMN = "healpix"
-_FINE = HEALPix(nside=2**HEALPIX_ORDER, order="nested")
+
+
+def _healpix(order: int):
+    """``astropy_healpix.HEALPix`` of ``order``, nested (imported on first use)."""
+    try:
+        from astropy_healpix import HEALPix
+    except ImportError:
+        msg = (
+            "astropy-healpix is needed to write or cone-search catalogue metadata (rows are "
+            "sorted by HEALPix index); install it with `pip install astropy-healpix`"
+        )
+        raise CatalogError(msg) from None
+    return HEALPix(nside=2**order, order="nested")
+
+
 #: Columns whose min/max each row group records (long text statistics only swell the footer).
 _STATISTICS = [HEALPIX_COLUMN, "leaf_index", "ra", "dec", "zoom", "date_obs"]
 #: Parquet footers of shards already opened, by (store, key, sha256): a shard never changes.
 _FOOTERS: dict[tuple[str, str, str], pq.FileMetaData] = {}
-_FOOTERS_MAX = 1_024
+_FOOTERS_MAX = 64
 
 
 def healpix_index(ra_deg: np.ndarray, dec_deg: np.ndarray) -> np.ndarray:
@@ -69,7 +82,7 @@ def healpix_index(ra_deg: np.ndarray, dec_deg: np.ndarray) -> np.ndarray:
     """
     ra = np.asarray(ra_deg, dtype=float) * u.deg
     dec = np.asarray(dec_deg, dtype=float) * u.deg
-    return np.asarray(_FINE.lonlat_to_healpix(ra, dec), dtype=np.int64)
+    return np.asarray(_healpix(HEALPIX_ORDER).lonlat_to_healpix(ra, dec), dtype=np.int64)
 
 
 def cone_ranges(ra_deg: float, dec_deg: float, radius: u.Quantity) -> np.ndarray:
@@ -94,9 +107,9 @@ def cone_ranges(ra_deg: float, dec_deg: float, radius: u.Quantity) -> np.ndarray
     """
     r = float(radius.to_value(u.deg))
     order = HEALPIX_ORDER
-    while order > 0 and HEALPix(nside=2**order).pixel_resolution.to_value(u.deg) < r:
+    while order > 0 and _healpix(order).pixel_resolution.to_value(u.deg) < r:
         order -= 1
-    coarse = HEALPix(nside=2**order, order="nested")
+    coarse = _healpix(order)
     if r >= 180.0:
         return np.array([[0, 12 * 4**HEALPIX_ORDER]], dtype=np.int64)
     # documented to return every pixel that overlaps the cone, even partly

@@ -263,7 +263,7 @@ def test_a_manifest_naming_shards_that_are_not_there(built, tmp_path):
         pv.verify_catalogue(cat)
 
 
-def test_leaf_shards_missing_truncated_or_altered_are_named(built, tmp_path):
+def test_leaf_shards_missing_truncated_or_altered_are_named(built, tmp_path, capsys):
     from pipeline.cli import main as hubcat
 
     root, m = _copy(built, tmp_path)
@@ -278,6 +278,8 @@ def test_leaf_shards_missing_truncated_or_altered_are_named(built, tmp_path):
     with pytest.raises(pv.ProvenanceError, match=f"leaf shard {key} does not end with a newline"):
         pv.verify_catalogue(Catalogue.open(root))
     assert hubcat(["verify", str(root)]) == 1
+    err = capsys.readouterr().err
+    assert f"leaf shard {key} does not end with a newline" in err and "Traceback" not in err
     path.write_bytes(data.replace(b'"zoom":1', b'"zoom":3', 1))  # altered
     report = pv.verify_catalogue(Catalogue.open(root))
     assert key in files(report)
