@@ -134,7 +134,7 @@ def write_leaf_shards(
     def flush() -> None:
         first = tree.size
         name = _shard_name(first, first + len(buf))
-        data = b"".join(leaf + b"\n" for leaf in buf)
+        data = b"\n".join(buf) + b"\n"
         hashes = leaf_hashes(buf)
         key, hkey = f"{LEAF_SHARDS_PREFIX}{name}.jsonl", f"{HASH_SHARDS_PREFIX}{name}.bin"
         digest = hashlib.sha256(data).hexdigest()
