@@ -199,6 +199,14 @@ def test_old_single_file_metadata_still_opens(built, tmp_path):
         Catalogue.open(built).cone(centre, 3 * u.deg)["tile_id"]
     )
     assert old.metadata().equals(meta)
+    # a new version on top: its segment is sharded, the old one is read as before
+    v2 = Catalogue.from_vectors(root, table(10, start=N, seed=1), vectors(10, 1), MODEL)
+    assert "metadata_shards" in v2.manifest["segments"][1]
+    fresh = Catalogue.open(root)
+    assert list(fresh.metadata()["leaf_index"]) == list(range(N + 10))
+    assert list(Catalogue.open(root).cone(centre, 3 * u.deg)["tile_id"]) == list(
+        fresh.cone(centre, 3 * u.deg)["tile_id"]
+    )
 
 
 # --------------------------------------------------------------------------- bad input
