@@ -8,7 +8,6 @@ and writes its manifest last.
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -40,6 +39,7 @@ from catalog._manifest import (
     software_version,
     version_key,
 )
+from catalog._metashards import write_metadata_shards
 from catalog._shards import write_vector_shards
 from catalog._supersede import recomputed_rows
 from catalog.errors import CatalogError, IncompatibleCatalogError
@@ -342,17 +342,14 @@ def _write_version(
         meta = meta[prev_cols + [c for c in meta.columns if c not in prev_cols]]
 
     seg_key = f"segments/{version:06d}"
-    buf = io.BytesIO()
-    meta.to_parquet(buf, index=False)
-    meta_bytes = buf.getvalue()
     shards = write_vector_shards(store, seg_key, vectors, config.shard_rows, start)
-    store.put(f"{seg_key}/metadata.parquet", meta_bytes)
     segment = {
         "version": version,
         "rows": len(meta),
         "first_row": start,
-        "metadata_key": f"{seg_key}/metadata.parquet",
-        "metadata_sha256": sha256_hex(meta_bytes),
+        **write_metadata_shards(
+            store, seg_key, meta, config.metadata_shard_rows, config.row_group_rows
+        ),
     }
     if len(shards) == 1:  # the layout of every catalogue written before shards
         segment["vectors_key"] = shards[0]["key"]
@@ -416,7 +413,11 @@ def _write_version(
 
     previous_prov = None if previous is None else previous.manifest.get("provenance")
     manifest["provenance"] = build_provenance(
-        cat.records(), store, signing_key=signing_key, previous=previous_prov
+        cat.iter_records(),
+        store,
+        signing_key=signing_key,
+        previous=previous_prov,
+        shard_leaves=config.leaf_shard_rows,
     )
     root = manifest["provenance"].get("root") if isinstance(manifest["provenance"], dict) else None
     history = [] if previous is None else list(previous.manifest["versions"])

@@ -5,7 +5,9 @@ Layout under the catalogue's root (a local folder or an ``s3://`` prefix)::
     manifest.json                     the current version's manifest (written last, atomically)
     versions/000001/manifest.json     every version's manifest, never rewritten except to
     versions/000001/index.faiss       repair its index (``rebuild_index``); one index per version
-    segments/000001/metadata.parquet  the rows a version added (append-only)
+    segments/000001/metadata/00000.parquet  the rows a version added (append-only), sorted by
+                                      HEALPix index in bounded shards (catalog._metashards);
+                                      older catalogues: one segments/000001/metadata.parquet
     segments/000001/vectors.f32       their vectors, float32 little-endian, row-major [n, D]
     provenance/...                    Merkle leaves and checkpoints (:mod:`catalog.provenance`)
 
@@ -15,7 +17,6 @@ Merkle leaf index, and every earlier version still opens (``Catalogue.open(uri, 
 
 from __future__ import annotations
 
-import io
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,6 +32,7 @@ from catalog._compressed import KIND as COMPRESSED
 from catalog._compressed import load_index
 from catalog._config import CatalogConfig
 from catalog._manifest import FORMAT, FORMAT_VERSION, read_manifest, sha256_hex
+from catalog._metashards import read_segment_metadata
 from catalog._query import centres
 from catalog._searching import SearchMixin
 from catalog._shards import segment_shards
@@ -239,8 +241,7 @@ class Catalogue(SearchMixin, BuildMixin):
         if self._meta is None:
             parts = []
             for seg in self.manifest["segments"]:
-                data = self._read_checked(seg["metadata_key"], seg["metadata_sha256"], "metadata")
-                parts.append(pd.read_parquet(io.BytesIO(data)))
+                parts.append(read_segment_metadata(seg, self._read_checked))
             meta = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
             if len(meta) != len(self):
                 msg = f"metadata of {self.uri} has {len(meta)} rows, the manifest {len(self)}"

@@ -81,6 +81,14 @@ class CatalogConfig:
     recall_probes : int
         Catalogue vectors used as queries to measure the compressed index's recall@10 against an
         exact search at build time (recorded in the manifest; 0 skips the measurement).
+    metadata_shard_rows : int
+        Largest number of rows in one metadata parquet shard (rows sorted by HEALPix index of
+        the tile centre; see :mod:`catalog._metashards`).
+    row_group_rows : int
+        Largest number of rows in one parquet row group of a metadata shard (a cone search
+        reads whole row groups).
+    leaf_shard_rows : int
+        Largest number of provenance leaves in one ``provenance/leaves/`` shard.
     """
 
     exact_max: int = 200_000
@@ -105,6 +113,9 @@ class CatalogConfig:
     shard_rows: int = 131_072
     build_workers: int = 2
     recall_probes: int = 100
+    metadata_shard_rows: int = 1_048_576
+    row_group_rows: int = 16_384
+    leaf_shard_rows: int = 1_048_576
 
     def __post_init__(self) -> None:
         if self.approximate not in INDEX_KINDS[1:]:

@@ -12,7 +12,8 @@ from astropy.coordinates import SkyCoord
 from astropy.table import Table
 
 from catalog import _index
-from catalog._query import filter_mask, result_table, to_angle
+from catalog._metashards import cone_ranges, is_sharded, read_cone_candidates, superseded_rows
+from catalog._query import centres, filter_mask, result_table, to_angle
 from catalog.errors import CatalogWarning, QueryError
 
 __all__ = ["SMALL_SELECTION", "SearchMixin"]
@@ -284,24 +285,49 @@ class SearchMixin:
             msg = f"cone centre {coord!r} must be one scalar SkyCoord"
             raise QueryError(msg)
         radius = to_angle(radius)
-        meta = self._metadata()
-        sep = self._centres().separation(coord)
-        inside = (sep <= radius).astype(bool)
-        mask = self._row_mask(filters)
-        if mask is not None:
-            inside &= mask
-        rows = np.flatnonzero(inside)
-        rows = rows[np.argsort(sep[rows].to_value(u.arcsec), kind="stable")]
-        table = result_table(meta, rows, sep[rows].to(u.arcsec).value, "separation", unit=u.arcsec)
+        if self._meta is None and is_sharded(self.manifest["segments"]):
+            table = self._cone_from_row_groups(coord, radius, filters)
+        else:
+            meta = self._metadata()
+            sep = self._centres().separation(coord)
+            inside = (sep <= radius).astype(bool)
+            mask = self._row_mask(filters)
+            if mask is not None:
+                inside &= mask
+            rows = np.flatnonzero(inside)
+            rows = rows[np.argsort(sep[rows].to_value(u.arcsec), kind="stable")]
+            table = result_table(
+                meta, rows, sep[rows].to(u.arcsec).value, "separation", unit=u.arcsec
+            )
         table.meta.update(
             {"query": f"cone {_fmt_coord(coord)} r={radius.to(u.arcsec):.2f}", **self._table_info()}
         )
-        if not len(rows):
+        if not len(table):
             table.meta["message"] = (
                 f"no tile centre of {self.uri} lies within {radius.to(u.arcsec):.1f} of "
                 f"{_fmt_coord(coord)}"
                 + (f" with filters {info_filters(filters)}" if filters else "")
             )
+        return table
+
+    def _cone_from_row_groups(self, coord: SkyCoord, radius: u.Quantity, filters: dict) -> Table:
+        """:meth:`cone` reading only the metadata row groups whose HEALPix range meets the cone."""
+        icrs = coord.icrs
+        ranges = cone_ranges(float(icrs.ra.deg), float(icrs.dec.deg), radius)
+        where = f"catalogue {self.uri}"
+        sub, _groups = read_cone_candidates(self.store, self.manifest["segments"], ranges, where)
+        sep = centres(sub).separation(coord)
+        inside = (sep <= radius).astype(bool)
+        mask = filter_mask(sub, **filters) if filters else None
+        if mask is not None:
+            inside &= mask
+        gone = superseded_rows(self.store, self.manifest["segments"], where)
+        if gone.size:
+            inside &= ~np.isin(sub["leaf_index"].to_numpy(np.int64), gone)
+        pos = np.flatnonzero(inside)
+        pos = pos[np.argsort(sep[pos].to_value(u.arcsec), kind="stable")]
+        table = result_table(sub, pos, sep[pos].to(u.arcsec).value, "separation", unit=u.arcsec)
+        table["row"] = sub["leaf_index"].to_numpy(np.int64)[pos]
         return table
 
     def anomalies(self, n: int = 10, *, k: int | None = None, **filters: object) -> Table:

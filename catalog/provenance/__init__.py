@@ -10,10 +10,14 @@ get an inclusion proof of one tile, and check that a new version only appended t
 
 Files, under ``provenance/`` of the catalogue store:
 
-``leaves.jsonl``
-    the leaves in log order, one per line (the line without its newline is the leaf);
-``leaf_hashes.bin``
-    their RFC 6962 leaf hashes, 32 bytes each, for fast proofs;
+``leaves/<first>-<end>.jsonl``
+    the leaves in log order, in shards of bounded size listed with their sha256 in the
+    manifest (``files["leaf_shards"]``), one per line (the line without its newline is the
+    leaf); catalogues written before shards hold one ``leaves.jsonl``;
+``leaf_hashes/<first>-<end>.bin``
+    their RFC 6962 leaf hashes, 32 bytes each, read by range for proofs (``leaf_hashes.bin``
+    before shards); :class:`MerkleStream` and :class:`HashShards` compute roots and proofs
+    from them without holding every leaf;
 ``checkpoint`` and ``checkpoints/<size>``
     the signed tree head of this version, and of every version;
 ``consistency/<old>-<new>.json``
@@ -44,6 +48,7 @@ from catalog.provenance._keys import (
     load_verifier_key,
     write_key_pair,
 )
+from catalog.provenance._leafshards import HashShards, MerkleStream
 from catalog.provenance._leaves import (
     LEAF_SCHEMA,
     RECORD_KEYS,
@@ -84,7 +89,9 @@ __all__ = [
     "Checkpoint",
     "CheckpointError",
     "ConsistencyCheck",
+    "HashShards",
     "InclusionProof",
+    "MerkleStream",
     "MerkleTree",
     "ProofError",
     "ProvenanceError",

@@ -11,6 +11,7 @@ import numpy as np
 
 from catalog.provenance._checkpoint import Checkpoint
 from catalog.provenance._keys import VerifierKey, load_verifier_key
+from catalog.provenance._leafshards import read_shard_leaves
 from catalog.provenance._leaves import (
     LEAVES_KEY,
     PUBLIC_KEY_KEY,
@@ -67,8 +68,18 @@ def get_object(store, key: str, what: str) -> bytes:
         raise ProvenanceNotFoundError(msg) from None
 
 
-def stored_leaves(cat, prov: Mapping, size: int) -> list[bytes]:
-    key = (prov.get("files") or {}).get("leaves") or LEAVES_KEY
+def stored_leaves(
+    cat, prov: Mapping, size: int, damaged: list[tuple[str, str]] | None = None
+) -> list[bytes]:
+    """The first ``size`` signed leaves: from the leaf shards, or an older single leaves file.
+
+    ``damaged`` collects ``(key, reason)`` of shards whose sha256 differs from the manifest
+    (see :func:`catalog.provenance._leafshards.read_shard_leaves`).
+    """
+    files = prov.get("files") or {}
+    if files.get("leaf_shards"):
+        return list(read_shard_leaves(cat.store, files["leaf_shards"], size, damaged))
+    key = files.get("leaves") or LEAVES_KEY
     leaves = decode_leaves(get_object(cat.store, key, "provenance file"), key)
     if len(leaves) < size:
         msg = f"{key} of {cat.store.uri} holds {len(leaves)} leaves; the checkpoint says {size}"

@@ -18,7 +18,7 @@ import numbers
 import os
 import re
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,7 +26,14 @@ import rfc8785
 
 from catalog.provenance._checkpoint import Checkpoint
 from catalog.provenance._keys import SigningKey, load_signing_key
-from catalog.provenance._merkle import MerkleTree, consistency_failure, leaf_hashes
+from catalog.provenance._leafshards import (
+    HASH_SHARDS_PREFIX,
+    LEAF_SHARDS_PREFIX,
+    HashShards,
+    read_shard_leaves,
+    write_leaf_shards,
+)
+from catalog.provenance._merkle import consistency_failure
 from catalog.provenance._record import OPTIONAL_KEYS, RECORD_KEYS
 from catalog.provenance.errors import ProvenanceError
 
@@ -294,6 +301,8 @@ LEAF_HASHES_KEY = PREFIX + "leaf_hashes.bin"
 CHECKPOINT_KEY = PREFIX + "checkpoint"
 PUBLIC_KEY_KEY = PREFIX + "public_key"
 FORMAT = "hubcat.provenance/1"
+#: Leaves per leaf shard unless told otherwise (``CatalogConfig.leaf_shard_rows``).
+DEFAULT_SHARD_LEAVES = 1 << 20
 
 
 def checkpoint_history_key(size: int) -> str:
@@ -347,20 +356,25 @@ def _previous_state(previous: Mapping[str, object]) -> tuple[int, bytes, str | N
     return size, root_bytes, origin if isinstance(origin, str) else None
 
 
-def _first_changed(store, previous: Mapping[str, object], leaves: Sequence[bytes]) -> str:
-    """Name the first old leaf that differs, when the previous leaves file can be read."""
+def _first_changed(store, previous: Mapping[str, object], shards: Sequence[Mapping]) -> str:
+    """Name the first old leaf that differs, when the previous leaves can be read."""
     files = previous.get("files")
-    key = files.get("leaves") if isinstance(files, Mapping) else None
-    if not isinstance(key, str):
+    if not isinstance(files, Mapping):
         return ""
+    size = int(previous.get("tree_size") or 0)
     try:
-        old = decode_leaves(store.get(key), key)
-    except Exception:  # the old file is gone or unreadable: nothing more to name
+        if files.get("leaf_shards"):
+            old: Iterable[bytes] = read_shard_leaves(store, files["leaf_shards"], size)
+        else:
+            key = files.get("leaves")
+            old = decode_leaves(store.get(key), key) if isinstance(key, str) else []
+        new = read_shard_leaves(store, shards, size)
+        for i, (a, b) in enumerate(zip(old, new, strict=False)):
+            if a != b:
+                tile = parse_leaf_lenient(a).get("tile_id", f"#{i}")
+                return f"; the first difference is leaf {i} (tile {tile!r})"
+    except Exception:  # the old leaves are gone or unreadable: nothing more to name
         return ""
-    for i, (a, b) in enumerate(zip(old, leaves, strict=False)):
-        if a != b:
-            tile = parse_leaf_lenient(a).get("tile_id", f"#{i}")
-            return f"; the first difference is leaf {i} (tile {tile!r})"
     return ""
 
 
@@ -380,6 +394,7 @@ def build_provenance(
     previous: Mapping[str, object] | None = None,
     *,
     origin: str | None = None,
+    shard_leaves: int = DEFAULT_SHARD_LEAVES,
 ) -> dict:
     """Write the Merkle log of a catalogue version and return its manifest entry.
 
@@ -399,6 +414,10 @@ def build_provenance(
         Checkpoint origin line (the log's identity). Default: the previous version's origin,
         else the signing key's name (C2SP tlog-checkpoint: they should match), or
         ``"hubcat/unsigned"`` without a key.
+    shard_leaves : int
+        Largest number of leaves in one leaf shard (``provenance/leaves/<first>-<end>.jsonl``
+        with its leaf hashes in ``provenance/leaf_hashes/``); the tree is computed shard by
+        shard without holding every leaf (see :mod:`catalog.provenance._leafshards`).
 
     Returns
     -------
@@ -416,24 +435,30 @@ def build_provenance(
         changed, removed or reordered).
     """
     t0 = time.perf_counter()
-    leaves = []
     seen: dict[str, int] = {}
-    for i, record in enumerate(records):
-        leaves.append(leaf_bytes(record, i))
-        tile = str(record["tile_id"])
-        heir_of = record.get("supersedes")
-        if tile in seen and heir_of != seen[tile]:
-            msg = (
-                f"tile_id {tile!r} appears twice (records {seen[tile]} and {i}) and the second "
-                f"does not supersede the first (supersedes={heir_of!r}); one live leaf per tile"
-            )
-            raise ProvenanceError(msg)
-        if tile not in seen and heir_of is not None:
-            msg = f"record {i} of tile {tile!r} supersedes leaf {heir_of}, which is not that tile's"
-            raise ProvenanceError(msg)
-        seen[tile] = i
-    hashes = leaf_hashes(leaves)
-    tree = MerkleTree(hashes)
+
+    def checked() -> Iterator[bytes]:
+        for i, record in enumerate(records):
+            tile = str(record["tile_id"])
+            heir_of = record.get("supersedes")
+            if tile in seen and heir_of != seen[tile]:
+                msg = (
+                    f"tile_id {tile!r} appears twice (records {seen[tile]} and {i}) and the second "
+                    f"does not supersede the first (supersedes={heir_of!r}); one live leaf per tile"
+                )
+                raise ProvenanceError(msg)
+            if tile not in seen and heir_of is not None:
+                msg = f"record {i} of tile {tile!r} supersedes leaf {heir_of}, which is not that tile's"
+                raise ProvenanceError(msg)
+            seen[tile] = i
+            yield leaf_bytes(record, i)
+
+    old_files = previous.get("files") if isinstance(previous, Mapping) else None
+    keep = {
+        str(sh["key"]): str(sh["sha256"])
+        for sh in (old_files.get("leaf_shards") or [] if isinstance(old_files, Mapping) else [])
+    }
+    shards, tree = write_leaf_shards(store, checked(), shard_leaves, keep)
     size, root = tree.size, tree.root
 
     key = signing_key
@@ -452,13 +477,13 @@ def build_provenance(
             )
             raise ProvenanceError(msg)
         if old_size:
-            proof = tree.consistency_proof(old_size)
+            proof = HashShards(store, shards, size).consistency_proof(old_size)
             failure = consistency_failure(old_size, size, old_root, root, proof)
             if failure:
                 msg = (
                     f"the first {old_size} records do not reproduce the previous version's root "
                     f"{old_root.hex()}: old rows were changed, removed or reordered"
-                    f"{_first_changed(store, previous, leaves)}. A new version must list the "
+                    f"{_first_changed(store, previous, shards)}. A new version must list the "
                     "previous records first, unchanged, and only append"
                 )
                 raise ProvenanceError(msg)
@@ -476,15 +501,14 @@ def build_provenance(
     text = checkpoint.text
 
     files = {
-        "leaves": LEAVES_KEY,
-        "leaf_hashes": LEAF_HASHES_KEY,
+        "leaves": LEAF_SHARDS_PREFIX,
+        "leaf_hashes": HASH_SHARDS_PREFIX,
+        "leaf_shards": shards,
         "checkpoint": CHECKPOINT_KEY,
         "checkpoint_history": checkpoint_history_key(size),
         "public_key": PUBLIC_KEY_KEY if key is not None else None,
         "consistency": None,
     }
-    store.put(LEAVES_KEY, encode_leaves(leaves))
-    store.put(LEAF_HASHES_KEY, hashes)
     if key is not None:
         store.put(PUBLIC_KEY_KEY, (key.verifier.text + "\n").encode())
     if prev_entry is not None and proof_hex is not None:
@@ -510,7 +534,7 @@ def build_provenance(
     return {
         "format": FORMAT,
         "leaf_schema": LEAF_SCHEMA,
-        "leaf_encoding": "RFC 8785 (JCS) UTF-8 JSON, one leaf per line of leaves.jsonl",
+        "leaf_encoding": "RFC 8785 (JCS) UTF-8 JSON, one leaf per line of each leaf shard",
         "tree": "RFC 6962 / RFC 9162, SHA-256",
         "tree_size": size,
         "root": root.hex(),

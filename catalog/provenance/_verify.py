@@ -63,9 +63,18 @@ def _segments(cat, report) -> tuple[list, list[np.ndarray]]:
     metas, vectors = [], []
     dim = int(cat.manifest["model"]["dim"])
     for seg in cat.manifest["segments"]:
-        objects = [("metadata", seg["metadata_key"], seg["metadata_sha256"])]
+        if "metadata_shards" in seg:  # HEALPix-sorted shards: back in leaf order below
+            objects = [("metadata", s["key"], s["sha256"]) for s in seg["metadata_shards"]]
+        else:
+            objects = [("metadata", seg["metadata_key"], seg["metadata_sha256"])]
         objects += [("vectors", s["key"], s["sha256"]) for s in _vector_shards(seg)]
+        first_meta = len(metas)
         for what, key, digest in objects:
+            if what == "metadata" and not cat.store.exists(key):
+                report.failed(
+                    "file", key, f"metadata shard {key} named by manifest.json is missing"
+                )
+                continue
             if what == "vectors" and not cat.store.exists(key):
                 report.failed("file", key, f"vector shard {key} named by manifest.json is missing")
                 rows = int(next(s for s in _vector_shards(seg) if s["key"] == key)["rows"])
@@ -81,7 +90,11 @@ def _segments(cat, report) -> tuple[list, list[np.ndarray]]:
                     "the file was changed after the catalogue was built",
                 )
             if what == "metadata":
-                frame = pd.read_parquet(io.BytesIO(data))
+                try:
+                    frame = pd.read_parquet(io.BytesIO(data))
+                except (OSError, ValueError) as exc:  # pyarrow's errors derive from these
+                    report.failed("file", key, f"{key} is not a readable parquet file: {exc}")
+                    continue
                 frame["_file"] = key
                 frame["_row"] = np.arange(len(frame))
                 metas.append(frame)
@@ -90,6 +103,11 @@ def _segments(cat, report) -> tuple[list, list[np.ndarray]]:
                     report.failed("file", key, f"{key} is not a whole number of {dim}-d vectors")
                     data = data[: len(data) - len(data) % (4 * dim)]
                 vectors.append(np.frombuffer(data, dtype="<f4").reshape(-1, dim))
+        if "metadata_shards" in seg and len(metas) > first_meta:
+            part = pd.concat(metas[first_meta:], ignore_index=True)
+            if "leaf_index" in part.columns:
+                part = part.sort_values("leaf_index", kind="stable").reset_index(drop=True)
+            metas[first_meta:] = [part]
     _check_index_objects(cat, report)
     return metas, vectors
 
@@ -164,7 +182,7 @@ def _check_rows(cat, leaves, report, progress) -> list[int]:
     for i, doc in enumerate(docs):
         tile = str(doc.get("tile_id", f"#{i}"))
         if not doc:
-            report.failed("tile", tile, f"leaf {i} in {LEAVES_KEY} is not a JSON object")
+            report.failed("tile", tile, f"leaf {i} of the log is not a JSON object")
             bad.add(i)
             continue
         if i >= len(meta) or i >= len(vec):
@@ -334,6 +352,24 @@ def _check_previous_version(cat, prov: Mapping, cp: Checkpoint | None, report) -
         )
 
 
+def _check_hash_shards(cat, shards, tree: MerkleTree, report) -> None:
+    """Each leaf-hash shard against the hashes of its (read) leaves, naming a damaged one."""
+    hashes = tree.levels[0]
+    for shard in shards:
+        first, n, key = int(shard["first"]), int(shard["leaves"]), shard["hashes_key"]
+        if first >= tree.size:
+            break
+        if not cat.store.exists(key):
+            report.failed("file", key, f"leaf-hash shard {key} named by manifest.json is missing")
+            continue
+        stored = cat.store.get(key)
+        want = hashes[32 * first : 32 * min(first + n, tree.size)]
+        if stored[: len(want)] != want:
+            report.failed(
+                "file", key, f"leaf-hash shard {key} differs from the hashes of its leaves"
+            )
+
+
 def _proof_for(
     tree: MerkleTree, leaves, index: int, tile_id: str, cp: Checkpoint
 ) -> InclusionProof:
@@ -398,20 +434,27 @@ def verify_catalogue(
     prov = provenance_entry(cat)
     cp, key = check_checkpoint(cat, prov, public_key, report)
     size = cp.size if cp is not None else int(prov.get("tree_size") or 0)
-    leaves = stored_leaves(cat, prov, size)
+    damaged: list[tuple[str, str]] = []
+    leaves = stored_leaves(cat, prov, size, damaged)
+    for key, reason in damaged:
+        report.failed("file", key, reason)
     tree = MerkleTree(leaf_hashes(leaves))
+    files = prov.get("files") or {}
+    where = files.get("leaves") or LEAVES_KEY
     if cp is not None:
         if tree.root == cp.root:
-            report.checks.append(f"{size} leaves in {LEAVES_KEY} hash to the checkpoint's root")
+            report.checks.append(f"{size} leaves in {where} hash to the checkpoint's root")
         else:
             report.failed(
                 "file",
-                LEAVES_KEY,
-                f"the {size} leaves in {LEAVES_KEY} hash to root {tree.root.hex()}, not to the "
-                f"checkpoint's root {cp.root.hex()}: the leaves file was altered",
+                damaged[0][0] if damaged else where,
+                f"the {size} leaves in {where} hash to root {tree.root.hex()}, not to the "
+                f"checkpoint's root {cp.root.hex()}: the leaves were altered",
             )
-    stored_hashes_key = (prov.get("files") or {}).get("leaf_hashes") or LEAF_HASHES_KEY
-    if cat.store.exists(stored_hashes_key):
+    stored_hashes_key = files.get("leaf_hashes") or LEAF_HASHES_KEY
+    if files.get("leaf_shards"):
+        _check_hash_shards(cat, files["leaf_shards"], tree, report)
+    elif cat.store.exists(stored_hashes_key):
         stored = cat.store.get(stored_hashes_key)[: 32 * size]
         if stored != tree.levels[0]:
             first = next(

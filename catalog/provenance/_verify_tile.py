@@ -15,6 +15,7 @@ from catalog.provenance._common import (
     stored_leaves,
     tile_sha256,
 )
+from catalog.provenance._leafshards import HashShards
 from catalog.provenance._leaves import (
     LEAF_HASHES_KEY,
     leaf_bytes,
@@ -105,12 +106,17 @@ def verify_tile(cat, tile_id: str, public_key=None) -> InclusionProof:
     if index >= cp.size:
         msg = f"tile {tile_id} is row {index}, beyond the {cp.size} leaves of the signed checkpoint"
         raise VerificationError(msg, [msg])
-    hashes_key = (prov.get("files") or {}).get("leaf_hashes") or LEAF_HASHES_KEY
-    hashes = get_object(cat.store, hashes_key, "provenance file")[: 32 * cp.size]
-    if len(hashes) != 32 * cp.size:
-        report.failed("file", hashes_key, f"{hashes_key} is truncated: fewer than {cp.size} hashes")
-        report.raise_if_failed()
-    tree = MerkleTree(hashes)
+    shards = (prov.get("files") or {}).get("leaf_shards")
+    if shards:  # hashes read by range, shard by shard: never the whole log at once
+        tree = HashShards(cat.store, shards, cp.size)
+    else:
+        hashes_key = (prov.get("files") or {}).get("leaf_hashes") or LEAF_HASHES_KEY
+        hashes = get_object(cat.store, hashes_key, "provenance file")[: 32 * cp.size]
+        if len(hashes) != 32 * cp.size:
+            msg = f"{hashes_key} is truncated: fewer than {cp.size} hashes"
+            report.failed("file", hashes_key, msg)
+            report.raise_if_failed()
+        tree = MerkleTree(hashes)
 
     # the leaf the catalogue's record gives today, and its place in the signed tree
     leaf = None

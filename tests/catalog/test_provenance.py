@@ -190,8 +190,10 @@ def test_build_provenance_writes_log_and_signed_checkpoint(tmp_path):
     leaves = [pv.leaf_bytes(r) for r in records]
     assert prov["tree_size"] == 5
     assert prov["root"] == pv.merkle_root(leaves).hex()
-    assert decode_leaves(store.get(prov["files"]["leaves"])) == leaves
-    assert store.get(prov["files"]["leaf_hashes"]) == b"".join(pv.hash_leaf(x) for x in leaves)
+    (shard,) = prov["files"]["leaf_shards"]
+    assert decode_leaves(store.get(shard["key"])) == leaves
+    assert store.get(shard["hashes_key"]) == b"".join(pv.hash_leaf(x) for x in leaves)
+    assert shard["sha256"] == hashlib.sha256(store.get(shard["key"])).hexdigest()
     cp = pv.Checkpoint.parse(store.get(prov["files"]["checkpoint"]))
     assert cp.text == prov["checkpoint"] and cp.size == 5 and cp.root.hex() == prov["root"]
     cp.verify(pv.load_verifier_key(prov["public_key"]))
@@ -284,9 +286,12 @@ def test_stored_leaves_are_byte_identical_under_rfc8785(catalogue_dir):
     """Leaves written by the catalogue's fast path are exactly the rfc8785 package's output."""
     import rfc8785
 
-    from catalog.provenance._leaves import LEAVES_KEY
-
-    leaves = decode_leaves((catalogue_dir / LEAVES_KEY).read_bytes())
+    files = json.loads((catalogue_dir / "manifest.json").read_text())["provenance"]["files"]
+    leaves = [
+        leaf
+        for shard in files["leaf_shards"]
+        for leaf in decode_leaves((catalogue_dir / shard["key"]).read_bytes())
+    ]
     assert len(leaves) > 10
     for leaf in leaves:
         assert rfc8785.dumps(json.loads(leaf)) == leaf

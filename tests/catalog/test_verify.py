@@ -63,6 +63,11 @@ def write_manifest(cat_dir: Path, data: dict) -> None:
     (cat_dir / "manifest.json").write_text(json.dumps(data, indent=1))
 
 
+def first_leaf_shard(cat_dir: Path) -> str:
+    """Key of the first provenance leaf shard the manifest lists."""
+    return manifest(cat_dir)["provenance"]["files"]["leaf_shards"][0]["key"]
+
+
 def fail_messages(report) -> str:
     return "\n".join(str(f) for f in report.failures)
 
@@ -163,14 +168,17 @@ def test_one_metadata_value_of_a_leaf(copy):
     cat_dir, tiles_dir, _key = copy
     m = manifest(cat_dir)
     seg = m["segments"][0]
-    path = cat_dir / seg["metadata_key"]
+    shard = seg["metadata_shards"][0]
+    path = cat_dir / shard["key"]
     meta = pd.read_parquet(path)
-    tile = meta["tile_id"].iloc[2]
-    meta.loc[2, "x0"] = int(meta.loc[2, "x0"]) + 1
+    row = int(np.flatnonzero(meta["leaf_index"].to_numpy() == 2)[0])
+    tile = meta["tile_id"].iloc[row]
+    meta.loc[row, "x0"] = int(meta.loc[row, "x0"]) + 1
     buf = io.BytesIO()
     meta.to_parquet(buf, index=False)
     path.write_bytes(buf.getvalue())
-    seg["metadata_sha256"] = hashlib.sha256(buf.getvalue()).hexdigest()  # hide it from open()
+    shard["sha256"] = hashlib.sha256(buf.getvalue()).hexdigest()  # hide it from open()
+    shard["bytes"] = len(buf.getvalue())
     write_manifest(cat_dir, m)
     report = pv.verify_catalogue(open_copy(cat_dir, tiles_dir))
     assert report.failed_tiles == [tile]
@@ -221,7 +229,8 @@ def test_a_checkpoint_signed_by_another_key(signed, tmp_path):
 
 def test_the_leaves_file(copy):
     cat_dir, tiles_dir, _key = copy
-    path = cat_dir / "provenance" / "leaves.jsonl"
+    key = first_leaf_shard(cat_dir)
+    path = cat_dir / key
     lines = path.read_bytes().split(b"\n")
     doc = json.loads(lines[0])
     doc["zoom"] = 3
@@ -229,7 +238,9 @@ def test_the_leaves_file(copy):
     path.write_bytes(b"\n".join(lines))
     report = pv.verify_catalogue(open_copy(cat_dir, tiles_dir))
     text = fail_messages(report)
-    assert "provenance/leaves.jsonl hash to root" in text and "altered" in text
+    assert "provenance/leaves/ hash to root" in text and "altered" in text
+    assert f"leaf shard {key} hashes to" in text  # the damaged object is named
+    assert key in [f.subject for f in report.failures if f.kind == "file"]
     assert report.failed_tiles == [doc["tile_id"]]
 
 
@@ -238,12 +249,13 @@ def test_the_leaves_file(copy):
 
 def test_missing_provenance_files(copy, capsys):
     cat_dir, tiles_dir, _key = copy
-    (cat_dir / "provenance" / "leaves.jsonl").unlink()
-    with pytest.raises(pv.ProvenanceNotFoundError, match=r"provenance/leaves\.jsonl is missing"):
+    key = first_leaf_shard(cat_dir)
+    (cat_dir / key).unlink()
+    with pytest.raises(pv.ProvenanceNotFoundError, match=f"provenance shard {key}, named by"):
         pv.verify_catalogue(open_copy(cat_dir, tiles_dir))
     assert hubcat(["verify", str(cat_dir)]) == 1
     err = capsys.readouterr().err
-    assert "leaves.jsonl is missing" in err and "Traceback" not in err
+    assert f"{key}, named by the manifest, is missing" in err and "Traceback" not in err
     m = manifest(cat_dir)
     del m["provenance"]
     write_manifest(cat_dir, m)
@@ -318,7 +330,7 @@ def test_leaf_index_beyond_the_tree_size(copy):
     cat_dir, tiles_dir, key = copy
     m = manifest(cat_dir)
     n = m["provenance"]["tree_size"]
-    leaves = (cat_dir / "provenance" / "leaves.jsonl").read_bytes().split(b"\n")[: n - 1]
+    leaves = (cat_dir / first_leaf_shard(cat_dir)).read_bytes().split(b"\n")[: n - 1]
     short = pv.Checkpoint(m["provenance"]["origin"], n - 1, pv.merkle_root(leaves)).signed(key)
     m["provenance"].update(checkpoint=short.text, tree_size=n - 1, root=short.root.hex())
     m["versions"][-1]["merkle_root"] = short.root.hex()
@@ -398,11 +410,12 @@ def test_verify_a_catalogue_on_s3(signed, s3_server):
     prov = pv.build_provenance(cat.records(), open_object_store(uri + "-rebuilt"), signing_key=key)
     assert prov["root"] == cat.manifest["provenance"]["root"]
     # change one object in the bucket: one leaf of the log
-    leaves = store.get("provenance/leaves.jsonl").split(b"\n")
+    shard = cat.manifest["provenance"]["files"]["leaf_shards"][0]["key"]
+    leaves = store.get(shard).split(b"\n")
     doc = json.loads(leaves[3])
     doc["volunteers"] = ["mallory"]
     leaves[3] = pv.canonical_json(doc)
-    store.put("provenance/leaves.jsonl", b"\n".join(leaves))
+    store.put(shard, b"\n".join(leaves))
     report = pv.verify_catalogue(Catalogue.open(uri, tile_store=ts))
     assert report.failed_tiles == [tile]
     assert "volunteers" in fail_messages(report)
