@@ -12,7 +12,8 @@ Figures (baselines measured in this run):
   Sizes: 10^5 (all three kinds) and 10^6 (IVF-Flat, the catalogue's choice, only: an HNSW graph
   of 10^6 x 1280 takes well over half an hour to build on two cores, and IVF-PQ is dominated at
   10^5 already); ``HUBCAT_BENCH_SEARCH_SIZES=100000`` skips 10^6, which
-  needs ~11 GB. The full run takes ~15 minutes on two idle cores (over 30 when shared). ``--quick`` uses 2x10^4 vectors,
+  needs ~11 GB; ``HUBCAT_BENCH_SEARCH_PARTS=compressed`` runs only the compressed index's
+  figures (:mod:`benchmarks._search_compressed`). The full run takes ~15 minutes on two idle cores (over 30 when shared). ``--quick`` uses 2x10^4 vectors,
   IVF-Flat only, 50 queries and one mosaic, as a smoke run under a minute.
 - shift-retrieval@1 on the real HST mosaics in ``../shared/data/hst/``: grid tiles at a stride of
   half a tile, and the same tiles shifted by a quarter tile in x and y; a shifted tile scores when
@@ -371,18 +372,22 @@ def real_sky_figures(quick: bool) -> list[Figure]:
 
 
 def run(quick: bool) -> list[Figure]:
+    """The search figures; ``HUBCAT_BENCH_SEARCH_PARTS`` (``ann,compressed,sky``) picks parts."""
+    parts = set(os.environ.get("HUBCAT_BENCH_SEARCH_PARTS", "ann,compressed,sky").split(","))
     figures: list[Figure] = []
-    if quick:
+    if "ann" in parts and quick:
         figures += ann_figures(20_000, 50, kinds=("ivfflat",))  # IVF needs 39 x nlist to train
-    else:
+    elif "ann" in parts:
         sizes = [
             int(s) for s in os.environ.get("HUBCAT_BENCH_SEARCH_SIZES", "100000,1000000").split(",")
         ]
         for n in sizes:
             kinds = ("ivfflat", "ivfpq", "hnsw") if n <= 10**5 else ("ivfflat",)
             figures += ann_figures(n, 500, kinds)
-    from benchmarks._search_compressed import run as compressed
+    if "compressed" in parts:
+        from benchmarks._search_compressed import run as compressed
 
-    figures += compressed(quick)  # the archive-scale index (benchmarks/_search_compressed.py)
-    figures += real_sky_figures(quick)
+        figures += compressed(quick)  # the archive-scale index (benchmarks/_search_compressed.py)
+    if "sky" in parts:
+        figures += real_sky_figures(quick)
     return figures

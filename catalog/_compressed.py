@@ -328,20 +328,48 @@ class CompressedIndex:
         q = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.d)
         c = max(int(candidates or self.recipe["rerank_candidates"]), int(k))
         cand = self.candidates(q, c, nprobe=nprobe, allowed=allowed)
-        uniq = np.unique(cand[cand >= 0])
-        vec = self.rows.rows(uniq)
-        if len(vec):
-            vec /= np.linalg.norm(vec, axis=1, keepdims=True)
+        return self.rerank(q, cand, k)
+
+    def rerank(
+        self, queries: np.ndarray, cand: np.ndarray, k: int, *, block: int = 256
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Rank each query's candidate rows by their exact inner product with it.
+
+        The stored vectors of every query's candidates are read in one gather (each distinct row
+        once), then ranked ``block`` queries at a time.
+
+        Parameters
+        ----------
+        queries : numpy.ndarray, float32 (Q, D), unit-norm
+        cand : numpy.ndarray, int64 (Q, C)
+            Candidate rows of each query (-1: none).
+        k : int
+
+        Returns
+        -------
+        (numpy.ndarray, numpy.ndarray)
+            float32 similarities and int64 rows, (Q, k); missing neighbours have id -1 and -inf.
+        """
+        q = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.d)
+        cand = np.asarray(cand, dtype=np.int64).reshape(len(q), -1)
         sims = np.full((len(q), k), -np.inf, dtype=np.float32)
         ids = np.full((len(q), k), -1, dtype=np.int64)
-        for i in range(len(q)):
-            row = cand[i][cand[i] >= 0]
-            if not len(row):
-                continue
-            s = vec[np.searchsorted(uniq, row)] @ q[i]
-            top = np.argsort(-s, kind="stable")[:k]
-            sims[i, : len(top)] = s[top]
-            ids[i, : len(top)] = row[top]
+        valid = cand >= 0
+        uniq = np.unique(cand[valid])
+        if not len(uniq):
+            return sims, ids
+        vec = self.rows.unique_rows(uniq)
+        vec /= np.linalg.norm(vec, axis=1, keepdims=True)
+        pos = np.searchsorted(uniq, np.where(valid, cand, uniq[0]))
+        kk = min(k, cand.shape[1])
+        for a in range(0, len(q), block):
+            b = min(a + block, len(q))
+            s = np.matmul(vec[pos[a:b]], q[a:b, :, None])[:, :, 0]
+            s[~valid[a:b]] = -np.inf
+            top = np.argsort(-s, axis=1, kind="stable")[:, :kk]
+            got = np.take_along_axis(s, top, axis=1)
+            sims[a:b, :kk] = got
+            ids[a:b, :kk] = np.where(np.isfinite(got), np.take_along_axis(cand[a:b], top, 1), -1)
         return sims, ids
 
 

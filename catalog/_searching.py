@@ -58,6 +58,14 @@ class SearchMixin:
             mask = ~gone if mask is None else mask & ~gone
         return mask
 
+    def _unit_rows(self, rows: list[int]) -> np.ndarray:
+        """Unit vectors of ``rows``; a compressed catalogue reads only those rows' vectors."""
+        if getattr(self._index, "kind", None) == "ivfpq_rerank" and self._unit is None:
+            return _index.normalise(
+                self._index.rows.rows(np.asarray(rows)), what=f"vectors of {self.uri}"
+            )
+        return self._unit_vectors()[rows]
+
     def _search(
         self, query: np.ndarray, k: int, mask: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -162,7 +170,7 @@ class SearchMixin:
         if self_row is not None and (mask is None or mask[self_row]):
             # the query tile first: exact duplicates may tie with it
             keep = rows != self_row
-            own = float(np.dot(self._unit_vectors()[self_row], vector))
+            own = float(np.dot(vector, vector))  # the query is that row's own unit vector
             rows = np.concatenate([[self_row], rows[keep]])[:k]
             sims = np.concatenate([[own], sims[keep]])[:k]
         table = result_table(meta, rows, sims, "similarity")
@@ -192,14 +200,14 @@ class SearchMixin:
         """(unit query vector or None, own row or None, description, extra meta)."""
         if isinstance(query, str) and not _looks_like_fits(query):
             row = self.row_of(query)
-            return self._unit_vectors()[row], row, f"tile {query}", {}
+            return self._unit_rows([row])[0], row, f"tile {query}", {}
         if isinstance(query, SkyCoord):
             row, message = self.nearest_tile(query, zoom=zoom)
             if row is None:
                 warnings.warn(message, CatalogWarning, stacklevel=3)
                 return None, None, f"position {_fmt_coord(query)}", {"message": message}
             tid = str(self._metadata()["tile_id"].iloc[row])
-            return self._unit_vectors()[row], row, f"tile {tid} at {_fmt_coord(query)}", {}
+            return self._unit_rows([row])[0], row, f"tile {tid} at {_fmt_coord(query)}", {}
         if isinstance(query, np.ndarray) and query.ndim == 1:
             d = int(self.manifest["model"]["dim"])
             if query.shape != (d,):

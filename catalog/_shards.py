@@ -5,25 +5,26 @@ A segment's vectors are stored row-major, little-endian float32, in shards of at
 holds them all, as small catalogues always had; ``segments/000001/vectors/00000.f32``, ... when
 there are more). The manifest lists every shard with its first row, row count, size and sha256,
 so a reader fetches exactly the byte ranges of the rows it needs: a query re-ranking its
-candidates reads those rows and nothing else, from a local folder or from S3.
+candidates reads those rows and nothing else, from a local folder (memory-mapped, one gather per
+shard) or from S3 (the rows of a shard coalesced into runs, one range request per run, the
+requests concurrent).
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
+import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from catalog.errors import CorruptCatalogError, ShardReadError
+from catalog.errors import CatalogError, CorruptCatalogError, ShardReadError
 from hubcat.errors import StorageError, StoreNotFoundError
-from hubcat.storage import ObjectStore
+from hubcat.storage import LocalObjectStore, ObjectStore
 
 __all__ = ["VectorRows", "segment_shards", "write_vector_shards"]
-
-#: Rows further apart than this are fetched by separate range requests (adjacent rows: one).
-_GAP_ROWS = 1
 
 
 def write_vector_shards(
@@ -84,7 +85,13 @@ def segment_shards(segment: dict) -> list[dict]:
 
 
 class VectorRows:
-    """Reads rows of a catalogue's stored vectors by byte range, shard by shard.
+    """Reads rows of a catalogue's stored vectors, shard by shard.
+
+    In a local folder every shard is memory-mapped and the rows of one shard are gathered with
+    one fancy index (in row order); in a remote store (S3) the wanted rows of each shard are
+    coalesced into runs and each run is one range request, the requests in flight concurrently.
+    Either way only the wanted rows are read (plus, remotely, the rows inside gaps of at most
+    ``gap_rows`` rows between two wanted ones).
 
     Parameters
     ----------
@@ -96,8 +103,13 @@ class VectorRows:
         Vector dimension.
     threads : int
         Range requests in flight at once (remote stores answer each in milliseconds).
+    gap_rows : int
+        Two wanted rows of a shard at most this many unwanted rows apart are fetched by one
+        range request (0: only adjacent rows share a request, so no unwanted byte is read).
+    memmap : bool, optional
+        Memory-map the shards (default: when ``store`` is a local folder).
     on_read : callable, optional
-        Called with the number of bytes of every range read (for accounting).
+        Called with the number of bytes of every range read or gathered (for accounting).
     """
 
     def __init__(
@@ -107,36 +119,52 @@ class VectorRows:
         dim: int,
         *,
         threads: int = 16,
+        gap_rows: int = 0,
+        memmap: bool | None = None,
         on_read: Callable[[int], None] | None = None,
     ) -> None:
+        if gap_rows < 0 or threads < 1:
+            msg = f"gap_rows={gap_rows} must be >= 0 and threads={threads} >= 1"
+            raise CatalogError(msg)
         self.store = store
         self.dim = int(dim)
         self.shards = [s for seg in segments for s in segment_shards(seg)]
         self._starts = np.array([int(s["first_row"]) for s in self.shards], dtype=np.int64)
         self._ends = self._starts + np.array([int(s["rows"]) for s in self.shards], np.int64)
         self.total = int(self._ends[-1]) if self.shards else 0
-        self.threads = threads
+        self.threads = int(threads)
+        self.gap_rows = int(gap_rows)
+        self.memmap = isinstance(store, LocalObjectStore) if memmap is None else bool(memmap)
         self.on_read = on_read
+        self._maps: dict[int, tuple[tuple[int, int, int], np.ndarray]] = {}
 
+    # -- errors -----------------------------------------------------------------------------
+    def _missing(self, shard: dict) -> CorruptCatalogError:
+        msg = (
+            f"vector shard {shard['key']} of catalogue {self.store.uri} is missing (rows "
+            f"{shard['first_row']}..{shard['first_row'] + shard['rows'] - 1}); the catalogue "
+            "is incomplete: restore the object or rebuild the catalogue with `hubcat build`"
+        )
+        return CorruptCatalogError(msg)
+
+    def _failed(self, shard: dict, exc: Exception) -> ShardReadError:
+        msg = (
+            f"reading vector shard {shard['key']} of catalogue {self.store.uri} failed ({exc}); "
+            "the query was not answered: retry it when the store is reachable"
+        )
+        return ShardReadError(msg)
+
+    # -- remote: one range request per run --------------------------------------------------
     def _fetch(self, shard: dict, lo: int, hi: int) -> np.ndarray:
-        """Rows ``lo:hi`` (shard-relative) of ``shard``; errors name the shard."""
+        """Rows ``lo:hi`` (shard-relative) of ``shard`` by one range read; errors name the shard."""
         row_bytes = 4 * self.dim
         key = shard["key"]
         try:
             data = self.store.get_range(key, lo * row_bytes, (hi - lo) * row_bytes)
         except StoreNotFoundError:
-            msg = (
-                f"vector shard {key} of catalogue {self.store.uri} is missing (rows "
-                f"{shard['first_row']}..{shard['first_row'] + shard['rows'] - 1}); the catalogue "
-                "is incomplete: restore the object or rebuild the catalogue with `hubcat build`"
-            )
-            raise CorruptCatalogError(msg) from None
+            raise self._missing(shard) from None
         except StorageError as exc:
-            msg = (
-                f"reading vector shard {key} of catalogue {self.store.uri} failed ({exc}); "
-                "the query was not answered: retry it when the store is reachable"
-            )
-            raise ShardReadError(msg) from exc
+            raise self._failed(shard, exc) from exc
         if len(data) != (hi - lo) * row_bytes:
             msg = (
                 f"vector shard {key} of catalogue {self.store.uri} is truncated: rows {lo}..{hi - 1} "
@@ -147,6 +175,132 @@ class VectorRows:
         if self.on_read is not None:
             self.on_read(len(data))
         return np.frombuffer(data, dtype="<f4").reshape(hi - lo, self.dim)
+
+    # -- local: memory-mapped shards --------------------------------------------------------
+    def _mapped(self, s: int) -> np.ndarray:
+        """Shard ``s`` memory-mapped, after checking that the file is there and whole.
+
+        The file is looked at (``stat``) on every call: a shard replaced since it was mapped is
+        mapped again, and one that was deleted or cut short is refused by name before any page
+        of it is touched.
+        """
+        shard = self.shards[s]
+        row_bytes = 4 * self.dim
+        path = self.store.root / shard["key"]
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            raise self._missing(shard) from None
+        except OSError as exc:
+            raise self._failed(shard, exc) from exc
+        want = int(shard["rows"]) * row_bytes
+        if st.st_size != want:
+            how = "truncated" if st.st_size < want else "longer than its manifest entry"
+            msg = (
+                f"vector shard {shard['key']} of catalogue {self.store.uri} is {how}: "
+                f"{st.st_size} bytes, the manifest records {shard['rows']} rows of {row_bytes} "
+                f"bytes ({want}); run `hubcat verify` and rebuild"
+            )
+            raise CorruptCatalogError(msg)
+        stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
+        got = self._maps.get(s)
+        if got is None or got[0] != stamp:
+            try:
+                mm = np.memmap(path, dtype="<f4", mode="r", shape=(int(shard["rows"]), self.dim))
+            except (OSError, ValueError) as exc:
+                raise self._failed(shard, exc) from exc
+            self._maps[s] = got = (stamp, mm)
+        return got[1]
+
+    # -- planning ---------------------------------------------------------------------------
+    def _plan(self, uniq: np.ndarray) -> list[tuple[int, int, int]]:
+        """Runs ``(shard, first, last + 1)`` over positions of sorted unique rows ``uniq``.
+
+        A run holds rows of one shard whose neighbours are at most ``gap_rows`` rows apart.
+        """
+        if not len(uniq):
+            return []
+        shard_of = np.searchsorted(self._ends, uniq, side="right")
+        cut = np.flatnonzero((np.diff(shard_of) != 0) | (np.diff(uniq) > self.gap_rows + 1)) + 1
+        bounds = np.concatenate([[0], cut, [len(uniq)]])
+        return [(int(shard_of[a]), int(a), int(b)) for a, b in itertools.pairwise(bounds)]
+
+    def read_plan(self, ids: np.ndarray) -> list[tuple[str, int, int]]:
+        """The range requests a remote read of rows ``ids`` makes: ``(key, start byte, length)``.
+
+        Parameters
+        ----------
+        ids : numpy.ndarray of int
+            Catalogue rows, each in ``[0, total)``.
+
+        Returns
+        -------
+        list of (str, int, int)
+            One entry per request, in shard and row order.
+        """
+        uniq = np.unique(np.asarray(ids, dtype=np.int64).ravel())
+        row_bytes = 4 * self.dim
+        out = []
+        for s, a, b in self._plan(uniq):
+            lo = int(uniq[a] - self._starts[s])
+            hi = int(uniq[b - 1] - self._starts[s]) + 1
+            out.append((self.shards[s]["key"], lo * row_bytes, (hi - lo) * row_bytes))
+        return out
+
+    # -- reading ----------------------------------------------------------------------------
+    def unique_rows(self, uniq: np.ndarray) -> np.ndarray:
+        """The stored vectors of sorted, unique catalogue rows ``uniq`` (one gather).
+
+        Parameters
+        ----------
+        uniq : numpy.ndarray of int64
+            Sorted unique rows in ``[0, total)``.
+
+        Returns
+        -------
+        numpy.ndarray, float32, shape (len(uniq), D)
+
+        Raises
+        ------
+        CorruptCatalogError
+            A shard is missing or not the size the manifest says (the message names it).
+        ShardReadError
+            The store failed while reading (the message names the shard).
+        """
+        got = np.empty((len(uniq), self.dim), dtype=np.float32)
+        if not len(uniq):
+            return got
+        if uniq[0] < 0 or uniq[-1] >= self.total:
+            msg = f"rows {uniq[0]}..{uniq[-1]} are outside the catalogue's {self.total} rows"
+            raise CorruptCatalogError(msg)
+        if self.memmap:
+            shard_of = np.searchsorted(self._ends, uniq, side="right")
+            cut = np.flatnonzero(np.diff(shard_of)) + 1
+            for a, b in itertools.pairwise(np.r_[0, cut, len(uniq)]):
+                s = int(shard_of[a])
+                mm = self._mapped(s)
+                try:
+                    got[a:b] = mm[uniq[a:b] - self._starts[s]]
+                except OSError as exc:  # pragma: no cover - an I/O error under the mapping
+                    raise self._failed(self.shards[s], exc) from exc
+                if self.on_read is not None:
+                    self.on_read(int(b - a) * 4 * self.dim)
+            return got
+        runs = self._plan(uniq)
+
+        def one(run: tuple[int, int, int]) -> None:
+            s, a, b = run
+            lo = int(uniq[a] - self._starts[s])
+            block = self._fetch(self.shards[s], lo, int(uniq[b - 1] - self._starts[s]) + 1)
+            got[a:b] = block[uniq[a:b] - self._starts[s] - lo]
+
+        if len(runs) == 1 or self.threads <= 1:
+            for run in runs:
+                one(run)
+        else:
+            with ThreadPoolExecutor(min(self.threads, len(runs))) as pool:
+                list(pool.map(one, runs))  # the first failure is raised here
+        return got
 
     def rows(self, ids: np.ndarray) -> np.ndarray:
         """The stored vectors of catalogue rows ``ids`` (any order, repeats allowed).
@@ -168,42 +322,17 @@ class VectorRows:
             The store failed while reading (the message names the shard).
         """
         ids = np.asarray(ids, dtype=np.int64).ravel()
-        out = np.empty((len(ids), self.dim), dtype=np.float32)
         if not len(ids):
-            return out
+            return np.empty((0, self.dim), dtype=np.float32)
         if ids.min() < 0 or ids.max() >= self.total:
             msg = f"rows {ids.min()}..{ids.max()} are outside the catalogue's {self.total} rows"
             raise CorruptCatalogError(msg)
         uniq, inverse = np.unique(ids, return_inverse=True)
-        shard_of = np.searchsorted(self._ends, uniq, side="right")
-        runs = []  # (shard index, first unique position, shard-relative lo, hi)
-        i = 0
-        while i < len(uniq):
-            s = int(shard_of[i])
-            j = i
-            while j + 1 < len(uniq) and shard_of[j + 1] == s and uniq[j + 1] - uniq[j] <= _GAP_ROWS:
-                j += 1
-            base = int(self._starts[s])
-            runs.append((s, i, j, int(uniq[i]) - base, int(uniq[j]) - base + 1))
-            i = j + 1
-        got = np.empty((len(uniq), self.dim), dtype=np.float32)
-
-        def one(run):
-            s, i0, i1, lo, hi = run
-            block = self._fetch(self.shards[s], lo, hi)
-            rel = uniq[i0 : i1 + 1] - int(self._starts[s]) - lo
-            got[i0 : i1 + 1] = block[rel]
-
-        if len(runs) == 1 or self.threads <= 1:
-            for run in runs:
-                one(run)
-        else:
-            with ThreadPoolExecutor(min(self.threads, len(runs))) as pool:
-                list(pool.map(one, runs))
-        out[:] = got[inverse]
-        return out
+        return self.unique_rows(uniq)[inverse]
 
     def shard(self, i: int) -> np.ndarray:
         """Every row of shard ``i`` (one read)."""
         shard = self.shards[i]
+        if self.memmap:
+            return np.array(self._mapped(i))
         return self._fetch(shard, 0, int(shard["rows"]))

@@ -31,6 +31,10 @@ RANGE_TOL = 1e-3
 NORM_TOLERANCE = 1e-3
 
 
+#: Rows whose float64 norms are computed at a time (bounds the temporary memory).
+_NORM_BLOCK = 65_536
+
+
 def norm_error(vectors: np.ndarray) -> np.ndarray:
     """``|norm - 1|`` of each row of ``vectors``, computed in float64.
 
@@ -43,7 +47,15 @@ def norm_error(vectors: np.ndarray) -> np.ndarray:
     numpy.ndarray of float64, shape (N,)
         Compare with :data:`NORM_TOLERANCE`.
     """
-    return np.abs(np.linalg.norm(np.asarray(vectors, dtype=np.float64), axis=1) - 1.0)
+    x = np.asarray(vectors)
+    if x.ndim != 2:
+        return np.abs(np.linalg.norm(np.asarray(x, dtype=np.float64), axis=1) - 1.0)
+    out = np.empty(len(x), dtype=np.float64)
+    for a in range(0, len(x), _NORM_BLOCK):  # float64 copies of a block at a time, not of all
+        out[a : a + _NORM_BLOCK] = np.linalg.norm(
+            np.asarray(x[a : a + _NORM_BLOCK], dtype=np.float64), axis=1
+        )
+    return np.abs(out - 1.0)
 
 
 def validate_tiles(tiles: object, channels: int, *, size: int | None = None) -> np.ndarray:

@@ -256,6 +256,10 @@ def test_open_from_s3_reads_only_the_index_metadata_and_reranked_rows(s3_server)
         assert vec and all(r is not None for _, _, r in vec)  # ranges, never a whole shard
         assert sum(n for _, n, _ in vec) <= 50 * d * 4  # at most the 50 re-ranked rows
         assert not any(k.startswith("cat/provenance/") for k, _, _ in got)
+        # a tile query reads its own row once and the re-ranked ones, not every vector
+        got.clear()
+        assert cat.similar("t000321", k=10)["tile_id"][0] == "t000321"
+        assert 0 < sum(n for k, n, _ in got if "/vectors" in k) <= 51 * d * 4
         # an S3 failure mid-query: the error names the shard, and the next query works again
         shard = cat.manifest["segments"][0]["vector_shards"][0]["key"]
         proxy.add("error500", shard, times=50)

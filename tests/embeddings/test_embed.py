@@ -132,3 +132,15 @@ def test_resize_only_when_the_model_input_differs(model: EmbeddingModel, tiles: 
     )
     assert preprocess(bigger, x).shape == (2, 3, 256, 256)
     assert bigger.digest != model.digest
+
+
+def test_norm_error_is_computed_block_by_block_in_float64():
+    """More rows than one block (65,536): the same values as one float64 pass, bad rows found."""
+    from embeddings import NORM_TOLERANCE, norm_error
+
+    x = np.random.default_rng(0).normal(size=(70_000, 4)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    x[66_000] *= 1.01
+    got = norm_error(x)
+    assert np.array_equal(got, np.abs(np.linalg.norm(x.astype(np.float64), axis=1) - 1.0))
+    assert list(np.flatnonzero(got > NORM_TOLERANCE)) == [66_000]
