@@ -27,6 +27,7 @@ Sizes: ``--quick`` 2x10^4 vectors (a few minutes); the full run 10^6
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import tempfile
@@ -271,6 +272,8 @@ def _s3_figures(local_root: Path, query: np.ndarray, label: str) -> list[Figure]
     from catalog import Catalogue
     from hubcat.storage import open_object_store
 
+    # werkzeug logs every request of moto's server (~300 lines per catalogue upload)
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
