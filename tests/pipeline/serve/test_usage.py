@@ -76,7 +76,7 @@ def test_the_ledger_is_signed_and_sums_cost_per_key(service, tile_ids, hst_dir, 
     lines = service.ledger.read_bytes().splitlines()
     edited = tmp_path / "edited.jsonl"
     entry = json.loads(lines[3])
-    entry["cost"] = 0
+    entry["cost"] = int(entry["cost"]) + 1  # a change whatever the entry cost
     edited.write_bytes(
         b"\n".join(
             [
