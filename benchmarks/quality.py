@@ -3,18 +3,20 @@
 Mosaics (real pixels; training and scoring sets are disjoint and printed):
 
 - training: the demo's sample mosaics (:func:`pipeline.samples.sample_paths`: mpdaf's WFPC2
-  Abell 478 cutout and Hubble Deep Field South) and scikit-image's Hubble Deep Field image,
+  Abell 478 cutout and Hubble Deep Field South), scikit-image's Hubble Deep Field image (written
+  as FITS with a made-up WCS) and synthetic crowded star fields (:mod:`benchmarks._starfields`),
   tiled by the project's :class:`tiling.TileStore` (zoom 1, stride 56 px);
 - scoring: the ACS/HRC 47 Tuc drizzled mosaic, the ACS/WFC COSMOS cutout and the WFC3/IR
   Abell 2744 cutout of ``../shared/data/hst/`` (none of them, and no other cut of their sky,
   is seen in training).
 
-The tuned model comes from the real tuning computation: rounds of :func:`embeddings.local_steps`
-on shards of the training store's tiles, deltas checked with :func:`embeddings.check_delta` and
-averaged (FedAvg outer step, outer learning rate 1), then written with
-:func:`embeddings.save_tuned_model` and loaded back with :func:`embeddings.load_model` (the
-default runtime, OpenVINO fp32 where installed) -- what a grid tune computes for one replica per
-unit. ``HUBCAT_BENCH_TUNED=DIR[,DIR...]`` scores existing tuned models instead of tuning.
+The tuned model comes from ``hubcat tune``'s path (:func:`pipeline.commands.tune.tune_model`):
+:func:`grid.run_training` on a local cluster of 2 worker processes runs rounds of
+:func:`embeddings.local_steps` on shards of the training store, checks the deltas
+(:func:`embeddings.check_delta`) and averages them (FedAvg, outer learning rate 1); the model is
+written with :func:`embeddings.save_tuned_model` and loaded back with
+:func:`embeddings.load_model` (the default runtime, OpenVINO fp32 where installed). The recipe
+blends the frozen base model's vector into the tuned one (``base_weight`` = :data:`BASE_WEIGHT`). ``HUBCAT_BENCH_TUNED=DIR[,DIR...]`` scores existing tuned models instead of tuning.
 
 Figures, for the base model (``tf_efficientnet_lite0``, ImageNet weights, D4-pooled) and each
 tuned model, all measured in the same run on the same tiles:
@@ -32,7 +34,7 @@ tuned model, all measured in the same run on the same tiles:
   ranking (:meth:`catalog.Catalogue.anomalies`: 1 - cosine to the k-th nearest other tile, k =
   ``CatalogConfig().anomaly_k``), computed exactly on the same vectors.
 
-The tune takes ~10-20 minutes on two shared cores (``HUBCAT_BENCH_TUNE_ROUNDS`` rounds, default
+The tune takes ~4-10 minutes on two shared cores (``HUBCAT_BENCH_TUNE_ROUNDS`` rounds, default
 2); ``--quick`` tunes one short round (a smoke run, not the quality figure).
 """
 
@@ -57,6 +59,11 @@ SCORE_FILES: tuple[tuple[str, str | int], ...] = (
 PER_KIND = 12
 ANOMALY_PER_KIND = 2
 K = 10
+#: Synthetic crowded star fields added to the training sky, and their side in pixels.
+STAR_FIELDS = 4
+STAR_FIELD_SIZE = 512
+#: Share of the base model's cosine in the tuned model's (fixed, not fitted to the scoring set).
+BASE_WEIGHT = 0.5
 
 
 def _recipe(quick: bool):
@@ -64,7 +71,7 @@ def _recipe(quick: bool):
 
     if quick:
         return TuneRecipe(steps_per_unit=20, batch_size=32, views_per_tile=2)
-    return TuneRecipe(steps_per_unit=50, batch_size=32, views_per_tile=4)
+    return TuneRecipe(steps_per_unit=50, batch_size=32, views_per_tile=4, base_weight=BASE_WEIGHT)
 
 
 def hdf_image() -> np.ndarray:
@@ -74,68 +81,66 @@ def hdf_image() -> np.ndarray:
     return skimage.data.hubble_deep_field().astype(np.float32).mean(axis=-1) / 255.0
 
 
-def training_tiles(folder: Path) -> tuple[np.ndarray, list[str], object]:
-    """Tiles of the training mosaics: the demo's samples cut by the project's tiling into a tile
-    store, and the Hubble Deep Field JPEG (no WCS, already stretched) cut at the same stride."""
-    from pipeline.samples import sample_paths
-    from tiling import TILE_SIZE, TileStore, TilingConfig
+def write_hdf_fits(path: Path) -> None:
+    """Write scikit-image's Hubble Deep Field JPEG (grey) as a FITS image with a TAN WCS.
 
-    sources = sample_paths()
-    stride = 56
-    config = TilingConfig(zooms=(1,), stride=stride, measure_sources=False)
+    The JPEG has no WCS; the one written (0.04"/px at the field's position, north up) only lets
+    the project's tiling take it like a mosaic.
+    """
+    from astropy.io import fits
+    from astropy.wcs import WCS
+
+    grey = hdf_image()
+    wcs = WCS(naxis=2)
+    wcs.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    wcs.wcs.crpix = [grey.shape[1] / 2 + 0.5, grey.shape[0] / 2 + 0.5]
+    wcs.wcs.crval = [189.2283, 62.2161]
+    wcs.wcs.cdelt = [-0.04 / 3600, 0.04 / 3600]
+    fits.PrimaryHDU(grey[::-1], header=wcs.to_header()).writeto(path, overwrite=True)
+
+
+def training_store(folder: Path, star_fields: int = STAR_FIELDS) -> tuple[object, list[str]]:
+    """The training tile store: the demo's sample mosaics, the Hubble Deep Field JPEG and
+    ``star_fields`` synthetic crowded star fields (:mod:`benchmarks._starfields`), tiled by
+    the project's :class:`tiling.TileStore` (zoom 1, stride 56 px)."""
+    from benchmarks._starfields import write_star_field
+    from pipeline.samples import sample_paths
+    from tiling import TileStore, TilingConfig
+
+    sources = list(sample_paths())
+    hdf = folder / "skimage-hubble-deep-field.fits"
+    write_hdf_fits(hdf)
+    sources.append(hdf)
+    for k in range(star_fields):
+        path = folder / f"synthetic-star-field-{k}.fits"
+        write_star_field(path, seed=k, size=STAR_FIELD_SIZE)
+        sources.append(path)
+    config = TilingConfig(zooms=(1,), stride=56, measure_sources=False)
     store = TileStore.open_or_create(folder / "train-tiles", config)
     for path in sources:
         store.add_mosaic(path)
-    parts = [store.read_unit(u.unit_key)[1] for u in store.units()]
-    grey = hdf_image()
-    ny, nx = grey.shape
-    parts.append(
-        np.array(
-            [
-                grey[y : y + TILE_SIZE, x : x + TILE_SIZE]
-                for y in range(0, ny - TILE_SIZE + 1, stride)
-                for x in range(0, nx - TILE_SIZE + 1, stride)
-            ]
-        )
+    return store, [p.name for p in sources]
+
+
+def tune(base, store, recipe, rounds: int, out: Path, shards: int = 2):
+    """Tune ``recipe`` on ``store`` through the project's tune path (``hubcat tune``'s
+    :func:`pipeline.commands.tune.tune_model`: :func:`grid.run_training` on a local cluster of
+    2 worker processes, one replica per unit, FedAvg of the checked deltas)."""
+    from grid import GridConfig, TrainingConfig
+    from pipeline.commands.tune import tune_model
+
+    report, path = tune_model(
+        store,
+        out,
+        recipe,
+        base_model=base,
+        config=GridConfig(n_workers=2, threads_per_worker=1),
+        training=TrainingConfig(rounds=rounds, shards=shards),
     )
-    tiles = np.ascontiguousarray(np.concatenate(parts), dtype=np.float32)
-    names = [p.name for p in sources] + ["skimage hubble_deep_field.jpg"]
-    return tiles, names, store
-
-
-def tune(base, tiles: np.ndarray, recipe, rounds: int, out: Path, shards: int = 2) -> Path:
-    """Rounds of :func:`embeddings.local_steps` on shards, FedAvg of the checked deltas."""
-    import hashlib
-
-    from embeddings import check_delta, local_steps, save_tuned_model, trainable_state
-
-    state = trainable_state(base, recipe)
-    order = np.random.default_rng(recipe.seed).permutation(len(tiles))
-    parts = np.array_split(order, shards)
-    for r in range(rounds):
-        deltas = []
-        for s, part in enumerate(parts):
-            seed = recipe.seed * 1_000_003 + r * 1_009 + s
-            new = local_steps(
-                base, state, tiles[np.sort(part)], recipe, seed=seed, steps=recipe.steps_per_unit
-            )
-            delta = {k: new[k] - state[k] for k in state}
-            check_delta(delta, state)
-            deltas.append(delta)
-        state = {k: state[k] + np.mean([d[k] for d in deltas], axis=0) for k in state}
-    root = hashlib.sha256(b"".join(hashlib.sha256(t.tobytes()).digest() for t in tiles))
-    record = {
-        "tiles_merkle_root": root.hexdigest(),
-        "tiles_root_kind": "sha256 of the concatenated tile sha256 (benchmark)",
-        "objective": recipe.objective,
-        "seed": recipe.seed,
-        "steps": rounds * recipe.steps_per_unit,
-        "rounds": rounds,
-        "shards": shards,
-        "outer": "FedAvg, outer lr 1",
-        "tiles": len(tiles),
-    }
-    return save_tuned_model(out, base, state, recipe, record)
+    if path is None:
+        msg = f"the tune accepted no training unit: {report}"
+        raise RuntimeError(msg)
+    return path, report
 
 
 def score_mosaics(hst: Path):
@@ -239,16 +244,20 @@ def run(quick: bool) -> list[Figure]:
     notes = {}
     with tempfile.TemporaryDirectory(prefix="hubcat-quality-") as tmp:
         if not tuned_dirs:
-            tiles, train_names, _store = training_tiles(Path(tmp))
+            store, train_names = training_store(Path(tmp))
+            n_tiles = sum(len(u.tile_ids) for u in store.units())
             recipe = _recipe(quick)
             rounds = 1 if quick else int(os.environ.get("HUBCAT_BENCH_TUNE_ROUNDS", "2"))
             out = Path(os.environ.get("HUBCAT_BENCH_TUNED_OUT", "") or Path(tmp) / "tuned")
             t0 = time.perf_counter()
             train_base = load_base_net(recipe.base, EmbedConfig(runtime="torch"))
-            tuned_dirs = [str(tune(train_base, tiles, recipe, rounds, out))]
+            path, report = tune(train_base, store, recipe, rounds, out)
+            tuned_dirs = [str(path)]
             notes[tuned_dirs[0]] = (
-                f"tuned in {time.perf_counter() - t0:.0f} s: {rounds} round(s) x 2 shards x "
-                f"{recipe.steps_per_unit} steps on {len(tiles)} tiles of {', '.join(train_names)}"
+                f"tuned by hubcat tune's tune_model on a 2-worker local cluster in "
+                f"{time.perf_counter() - t0:.0f} s: {report.rounds_done} round(s) x "
+                f"{report.shards} shards x {recipe.steps_per_unit} steps on {n_tiles} tiles of "
+                f"{', '.join(train_names)}"
             )
         for d in tuned_dirs:
             tuned = load_model(d, config=config)

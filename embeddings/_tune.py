@@ -79,6 +79,10 @@ class TuneRecipe:
         Fewest tiles a unit may train on (a batch needs negatives).
     seed : int
         Seed of the head's initial weights and of the per-unit seeds.
+    base_weight : float
+        In ``[0, 1)``: share of the frozen base model's cosine in the tuned model's cosine (the
+        base vector is concatenated to the head's, see :class:`embeddings._tunednet.TunedNet`;
+        0: the head alone). Training is unchanged: only the head trains.
     views : ViewParams
         Ranges of the view transforms.
     """
@@ -96,6 +100,7 @@ class TuneRecipe:
     views_per_tile: int = 4
     min_tiles: int = 16
     seed: int = 0
+    base_weight: float = 0.0
     views: ViewParams = field(default_factory=ViewParams)
 
     def __post_init__(self) -> None:
@@ -114,6 +119,12 @@ class TuneRecipe:
             msg = (
                 f"TuneRecipe.batch_size = {self.batch_size} and min_tiles = {self.min_tiles} "
                 "must be >= 2: a contrastive batch needs other tiles as negatives"
+            )
+            raise TuneError(msg)
+        if not 0.0 <= float(self.base_weight) < 1.0:
+            msg = (
+                f"TuneRecipe.base_weight = {self.base_weight!r} must be in [0, 1): the share of "
+                "the base model's cosine (the head keeps the rest)"
             )
             raise TuneError(msg)
         for name in ("lr", "temperature"):
@@ -203,15 +214,13 @@ def build_tuned_net(model: EmbeddingModel, recipe: TuneRecipe) -> TunedNet:
     _require_weights(model)
     if isinstance(model.net, TunedNet):
         net = model.net
-        if (net.cut, net.head.fc1.out_features, net.num_features) != (
-            recipe.cut,
-            recipe.hidden,
-            recipe.dim,
-        ):
+        have = (net.cut, net.head.fc1.out_features, net.head.fc2.out_features, net.base_weight)
+        want = (recipe.cut, recipe.hidden, recipe.dim, float(recipe.base_weight))
+        if have != want:
             msg = (
-                f"tuned model {model.name} has cut/hidden/dim {net.cut}/"
-                f"{net.head.fc1.out_features}/{net.num_features}, the recipe asks for "
-                f"{recipe.cut}/{recipe.hidden}/{recipe.dim}; use a recipe of the same shape"
+                f"tuned model {model.name} has cut/hidden/dim/base_weight "
+                f"{'/'.join(map(str, have))}, the recipe asks for {'/'.join(map(str, want))}; "
+                "use a recipe of the same shape"
             )
             raise TuneError(msg)
         return copy.deepcopy(net)
@@ -226,7 +235,7 @@ def build_tuned_net(model: EmbeddingModel, recipe: TuneRecipe) -> TunedNet:
         raise TuneError(msg)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(recipe.seed)
-        net = TunedNet(base, recipe.cut, recipe.hidden, recipe.dim)
+        net = TunedNet(base, recipe.cut, recipe.hidden, recipe.dim, float(recipe.base_weight))
     net.eval()
     for p in net.parameters():
         p.requires_grad_(False)
@@ -319,7 +328,7 @@ def _infonce(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Te
 
 def _cached_net(model: EmbeddingModel, recipe: TuneRecipe) -> TunedNet:
     cache = model.__dict__.setdefault("_tune_nets", {})
-    key = (recipe.cut, recipe.hidden, recipe.dim)
+    key = (recipe.cut, recipe.hidden, recipe.dim, float(recipe.base_weight))
     if key not in cache:
         cache[key] = build_tuned_net(model, recipe)
     return cache[key]

@@ -166,6 +166,7 @@ def save_tuned_model(
             "cut": recipe.cut,
             "hidden": recipe.hidden,
             "dim": recipe.dim,
+            "base_weight": float(recipe.base_weight),
         },
         "weights": WEIGHTS_FILE,
         "weights_sha256": weights_sha,
@@ -254,7 +255,13 @@ def load_tuned(model_dir: str | os.PathLike[str], config: EmbedConfig) -> Embedd
         raise CorruptWeightsError(msg)
     arch = cfg["architecture"]
     with torch.random.fork_rng(devices=[]):
-        net = TunedNet(base.net, int(arch["cut"]), int(arch["hidden"]), int(arch["dim"]))
+        net = TunedNet(
+            base.net,
+            int(arch["cut"]),
+            int(arch["hidden"]),
+            int(arch["dim"]),
+            float(arch.get("base_weight", 0.0)),
+        )
     name = tuned_name(digest)
     load_strict(net, read_state_dict(weights), origin=str(weights), model_name=name)
     net.eval()
@@ -265,7 +272,7 @@ def load_tuned(model_dir: str | os.PathLike[str], config: EmbedConfig) -> Embedd
         name=name,
         weights_source=f"file:{weights}",
         weights_sha256=digest,
-        dim=int(arch["dim"]),
+        dim=int(net.num_features),
         num_classes=0,
     )
     model = EmbeddingModel(net, spec, digest, weights, config)

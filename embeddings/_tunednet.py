@@ -9,13 +9,22 @@ and the 8-augmentation pooling of :func:`embeddings.embed_tiles` run it unchange
 Pooling local codes keeps a tile's vector close to the sum of the codes of its parts: two cuts of
 the same sky that share half their area share half their codes, which is what finding "the same
 sky however it is cut" needs.
+
+With ``base_weight`` > 0 the network also keeps the rest of the base encoder (its later blocks,
+head convolution and average pool): the output is the L2-normalised base vector scaled by
+``sqrt(base_weight)`` followed by the L2-normalised head vector scaled by
+``sqrt(1 - base_weight)``, so the cosine of two tiles is ``base_weight`` times the base model's
+cosine plus ``1 - base_weight`` times the head's. The deep base features keep what kind of object a
+tile shows; the trained head adds which sky it is.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["LocalHead", "TunedNet", "encoder_channels", "truncated_features"]
@@ -82,9 +91,14 @@ class TunedNet(nn.Module):
         Index of the last encoder block used.
     hidden, dim : int
         Head sizes.
+    base_weight : float
+        Share of the base model's cosine in the output's cosine (0: the head alone; see the
+        module docstring). With it the output has ``dim`` + the base's feature count entries.
     """
 
-    def __init__(self, base: nn.Module, cut: int, hidden: int, dim: int) -> None:
+    def __init__(
+        self, base: nn.Module, cut: int, hidden: int, dim: int, base_weight: float = 0.0
+    ) -> None:
         super().__init__()
         self.conv_stem = base.conv_stem
         self.bn1 = base.bn1
@@ -93,6 +107,12 @@ class TunedNet(nn.Module):
         channels = encoder_channels(self, len(self.blocks) - 1)
         self.head = LocalHead(channels, hidden, dim)
         self.num_features = int(dim)
+        self.base_weight = float(base_weight)
+        if self.base_weight > 0:
+            self.deep_blocks = nn.Sequential(*list(base.blocks[cut + 1 :]))
+            self.conv_head = base.conv_head
+            self.bn2 = base.bn2
+            self.num_features += int(base.num_features)
         self.num_classes = 0
         self.pretrained_cfg: dict[str, Any] = dict(getattr(base, "pretrained_cfg", {}) or {})
 
@@ -100,7 +120,17 @@ class TunedNet(nn.Module):
         return self.blocks(self.bn1(self.conv_stem(x)))
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        return self.head(x)
+        z = self.head(x)
+        if self.base_weight <= 0:
+            return z
+        deep = self.bn2(self.conv_head(self.deep_blocks(x))).mean(dim=(2, 3))
+        return torch.cat(
+            [
+                math.sqrt(self.base_weight) * F.normalize(deep, dim=-1),
+                math.sqrt(1.0 - self.base_weight) * F.normalize(z, dim=-1),
+            ],
+            dim=-1,
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))

@@ -75,6 +75,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--lr", type=float, metavar="LR", help="learning rate of the local steps")
     parser.add_argument("--seed", type=int, metavar="N", help="seed of the head and the shards")
     parser.add_argument(
+        "--base-weight",
+        type=float,
+        metavar="W",
+        help="share in [0, 1) of the frozen base model's cosine in the tuned model's (default 0)",
+    )
+    parser.add_argument(
         "--outer-lr", type=float, default=1.0, metavar="LR", help="outer step size (1: FedAvg)"
     )
     parser.add_argument(
@@ -179,6 +185,7 @@ def run_tune(args: argparse.Namespace) -> int:
             "batch_size": args.batch_size,
             "lr": args.lr,
             "seed": args.seed,
+            "base_weight": args.base_weight,
         }.items()
         if v is not None
     }

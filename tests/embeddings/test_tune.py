@@ -64,6 +64,7 @@ def test_recipe_round_trip_and_digest():
         ("views_per_tile", 1, "a pair"),
         ("lr", 0.0, "must be > 0"),
         ("steps_per_unit", 0, "positive integer"),
+        ("base_weight", 1.0, "must be in"),
     ],
 )
 def test_recipe_refuses_bad_values(field, value, match):

@@ -82,6 +82,32 @@ def test_load_model_of_a_folder_on_every_runtime(model_dir, tiles):
         assert float(np.sum(got * want, axis=1).min()) > 0.9999, runtime
 
 
+def test_base_weight_blends_the_base_cosine(base, tiles, tmp_path):
+    """With base_weight w, the cosine of two tiles is w x the base's plus (1 - w) x the head's."""
+    import torch
+
+    from embeddings import preprocess
+
+    w = 0.3
+    state = trainable_state(base, RECIPE)
+    blend = TuneRecipe(views_per_tile=2, batch_size=8, min_tiles=16, base_weight=w)
+    config = EmbedConfig(runtime="torch")
+    blended = load_model(
+        save_tuned_model(tmp_path / "b", base, state, blend, RECORD), config=config
+    )
+    alone = load_model(save_tuned_model(tmp_path / "a", base, state, RECIPE, RECORD), config=config)
+    assert read_model_config(tmp_path / "b")["architecture"]["base_weight"] == w
+    assert blended.dim == RECIPE.dim + base.dim
+    x = preprocess(base, torch.from_numpy(np.ascontiguousarray(tiles[:2])))
+    with torch.inference_mode():
+        out = blended.features(x)
+        head = torch.nn.functional.normalize(alone.features(x), dim=-1)
+        deep = torch.nn.functional.normalize(base.features(x), dim=-1)
+    np.testing.assert_allclose(out.norm(dim=-1).numpy(), 1.0, atol=1e-5)
+    want = w * float(deep[0] @ deep[1]) + (1 - w) * float(head[0] @ head[1])
+    assert float(out[0] @ out[1]) == pytest.approx(want, abs=1e-5)
+
+
 def test_tuned_digest_names_the_tune(model_dir, base):
     tuned = load_model(model_dir, config=EmbedConfig(runtime="torch"))
     record = tuned.record()
