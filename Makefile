@@ -60,6 +60,7 @@ lint: $(VENV)/.installed
 notebooks: $(VENV)/.notebooks $(OUT)/manifest.json
 	$(BIN)/jupyter nbconvert --to notebook --execute --inplace \
 		--ExecutePreprocessor.timeout=$(NB_TIMEOUT) --ExecutePreprocessor.kernel_name=python3 \
+		--ExecutePreprocessor.coalesce_streams=True \
 		$(NOTEBOOKS)
 
 bench: $(VENV)/.installed

@@ -41,8 +41,14 @@ def run_notebook(name: str, workdir: Path, timeout: int = 300) -> str:
     from nbclient import NotebookClient
 
     nb = read_notebook(name)
+    # coalesce_streams: a busy kernel may flush one print in pieces ("ok:" and " False"), which
+    # would otherwise come back as separate outputs, joined below with a newline between them
     NotebookClient(
-        nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(workdir)}}
+        nb,
+        timeout=timeout,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(workdir)}},
+        coalesce_streams=True,
     ).execute()
     return "\n".join(
         str(out.get("text", "")) + str(out.get("data", {}).get("text/plain", ""))
