@@ -21,6 +21,26 @@ def mast_key(dataset: str, suffix: str) -> str:
     return MAST_LAYOUT.format(prefix=dataset[:4], dataset=dataset, suffix=suffix)
 
 
+def record_gets(store) -> list[tuple[str, int, str | None]]:
+    """Record every successful GetObject of ``store``'s boto3 client, as it happens.
+
+    Returns the list the client appends to: ``(key, bytes received, Range header or None)`` per
+    request (clear it to start counting afresh).
+    """
+    got: list[tuple[str, int, str | None]] = []
+
+    def remember(params, context, **kwargs):
+        context["key"], context["range"] = params["Key"], params.get("Range")
+
+    def count(http_response, parsed, model, context=None, **kwargs):
+        if http_response.status_code < 300:
+            got.append((context["key"], int(parsed["ContentLength"]), context["range"]))
+
+    store.client.meta.events.register("before-parameter-build.s3.GetObject", remember)
+    store.client.meta.events.register("after-call.s3.GetObject", count)
+    return got
+
+
 class S3Server:
     """A real S3-protocol server (moto's server mode) on a loopback port."""
 

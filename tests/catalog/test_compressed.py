@@ -222,7 +222,7 @@ def _bare(root) -> Catalogue:
 @pytest.mark.s3
 def test_open_from_s3_reads_only_the_index_metadata_and_reranked_rows(s3_server):
     """At the real dimension (1280), the first query reads under 5 % of the catalogue's bytes."""
-    from tests._s3_support import FaultProxy
+    from tests._s3_support import FaultProxy, record_gets
 
     d, n = 1280, 8_192
     model = {**MODEL, "dim": d}
@@ -235,17 +235,7 @@ def test_open_from_s3_reads_only_the_index_metadata_and_reranked_rows(s3_server)
     proxy = FaultProxy(s3_server.host, s3_server.port)
     try:
         store = open_object_store(uri, endpoint_url=proxy.endpoint_url, max_attempts=2)
-        got: list[tuple[str, int, str | None]] = []
-
-        def remember(params, context, **kwargs):
-            context["key"], context["range"] = params["Key"], params.get("Range")
-
-        def count(http_response, parsed, model, context=None, **kwargs):
-            if http_response.status_code < 300:
-                got.append((context["key"], int(parsed["ContentLength"]), context["range"]))
-
-        store.client.meta.events.register("before-parameter-build.s3.GetObject", remember)
-        store.client.meta.events.register("after-call.s3.GetObject", count)
+        got = record_gets(store)
         cat = Catalogue.open(store)
         assert not any("/vectors" in k for k, _, _ in got)  # opening reads no vector
         res = cat.similar(x[123], k=10)

@@ -22,6 +22,7 @@ from catalog import CatalogConfig, Catalogue, CorruptCatalogError, ShardReadErro
 from catalog import provenance as pv
 from catalog._metashards import HEALPIX_COLUMN, cone_ranges, healpix_index
 from hubcat.storage import LocalObjectStore, open_object_store
+from tests._s3_support import record_gets
 
 N, D = 2_000, 8
 MODEL = {"name": "synthetic", "weights_sha256": "2" * 64, "digest": "3" * 64, "dim": D}
@@ -388,17 +389,7 @@ def test_cone_on_s3_reads_only_the_row_groups_it_needs(s3_server):
     uri = f"{bucket}/cat"
     Catalogue.from_vectors(uri, table(N), vectors(N), MODEL, config=CONFIG)
     store = open_object_store(uri)
-    got: list[tuple[str, int, str | None]] = []
-
-    def remember(params, context, **kwargs):
-        context["key"], context["range"] = params["Key"], params.get("Range")
-
-    def count(http_response, parsed, model, context=None, **kwargs):
-        if http_response.status_code < 300:
-            got.append((context["key"], int(parsed["ContentLength"]), context["range"]))
-
-    store.client.meta.events.register("before-parameter-build.s3.GetObject", remember)
-    store.client.meta.events.register("after-call.s3.GetObject", count)
+    got = record_gets(store)
     cat = Catalogue.open(store)
     got.clear()
     centre = SkyCoord(10.0, 5.0, unit="deg")
