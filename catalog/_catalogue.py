@@ -112,6 +112,7 @@ class Catalogue(SearchMixin, BuildMixin):
         self._coords: SkyCoord | None = None
         self._row_of: pd.Series | None = None
         self._superseded: np.ndarray | None = None
+        self._superseded_ids: np.ndarray | None = None  # the same rows as leaf indexes (cone)
         self._model = None
         self._anomaly_cache: dict[int, np.ndarray] = {}
         self._index = self._read_index() if _load_index else None

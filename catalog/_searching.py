@@ -329,7 +329,9 @@ class SearchMixin:
         mask = filter_mask(sub, **filters) if filters else None
         if mask is not None:
             inside &= mask
-        gone = superseded_rows(self.store, self.manifest["segments"], where)
+        if self._superseded_ids is None:  # read once: a version's rows never change
+            self._superseded_ids = superseded_rows(self.store, self.manifest["segments"], where)
+        gone = self._superseded_ids
         if gone.size:
             inside &= ~np.isin(sub["leaf_index"].to_numpy(np.int64), gone)
         pos = np.flatnonzero(inside)
