@@ -42,6 +42,7 @@ from catalog.errors import (
     CatalogNotFoundError,
     CorruptCatalogError,
     UnknownTileError,
+    missing_part,
 )
 from catalog.provenance import TileRecord
 from hubcat.errors import StoreNotFoundError
@@ -184,16 +185,15 @@ class Catalogue(SearchMixin, BuildMixin):
     # ------------------------------------------------------------------ data access
 
     def _read_checked(self, key: str, sha256: str, what: str) -> bytes:
+        fix = (
+            f"rebuild it from the stored vectors with `hubcat build --rebuild-index --out {self.uri}`"
+            if what == "index"
+            else "the catalogue is incomplete: rebuild it with `hubcat build`"
+        )
         try:
             data = self.store.get(key)
         except StoreNotFoundError:
-            msg = f"the {what} of catalogue {self.uri} is missing ({key}); " + (
-                "rebuild it from the stored vectors with `hubcat build --rebuild-index "
-                f"--out {self.uri}`"
-                if what == "index"
-                else "the catalogue is incomplete: rebuild it with `hubcat build`"
-            )
-            raise CorruptCatalogError(msg) from None
+            raise missing_part(f"the {what} ({key})", f"catalogue {self.uri}", fix) from None
         if sha256_hex(data) != sha256:
             msg = (
                 f"the {what} of catalogue {self.uri} ({key}) does not match the sha256 in its "

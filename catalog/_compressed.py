@@ -374,20 +374,10 @@ class CompressedIndex:
 
 
 def _read(store, key: str, sha256: str, what: str, where: str) -> bytes:
-    from catalog.errors import ShardReadError
-    from hubcat.errors import StorageError, StoreNotFoundError
+    from catalog.errors import reading
 
-    try:
+    with reading(f"{what} {key}", where, "rebuild the index with `hubcat build --rebuild-index`"):
         data = store.get(key)
-    except StoreNotFoundError:
-        msg = (
-            f"{what} {key} of {where} is missing (the manifest names it); rebuild the index with "
-            "`hubcat build --rebuild-index`"
-        )
-        raise CorruptCatalogError(msg) from None
-    except StorageError as exc:
-        msg = f"reading {what} {key} of {where} failed ({exc}); retry when the store is reachable"
-        raise ShardReadError(msg) from exc
     if hashlib.sha256(data).hexdigest() != sha256:
         msg = (
             f"{what} {key} of {where} does not match the sha256 in its manifest: it is corrupt or "

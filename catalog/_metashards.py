@@ -25,8 +25,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from astropy import units as u
 
-from catalog.errors import CatalogError, CorruptCatalogError, ShardReadError
-from hubcat.errors import StorageError, StoreNotFoundError
+from catalog.errors import CatalogError, CorruptCatalogError, read_failed, reading
+from hubcat.errors import StorageError
 from hubcat.storage import ObjectStore
 
 __all__ = [
@@ -65,6 +65,7 @@ _STATISTICS = [HEALPIX_COLUMN, "leaf_index", "ra", "dec", "zoom", "date_obs"]
 #: Parquet footers of shards already opened, by (store, key, sha256): a shard never changes.
 _FOOTERS: dict[tuple[str, str, str], pq.FileMetaData] = {}
 _FOOTERS_MAX = 64
+_INCOMPLETE = "the catalogue is incomplete: copy it whole, or rebuild it with `hubcat build`"
 
 
 def healpix_index(ra_deg: np.ndarray, dec_deg: np.ndarray) -> np.ndarray:
@@ -294,16 +295,8 @@ class _RangeFile(io.RawIOBase):
 
 def _open_shard(store: ObjectStore, shard: dict, where: str) -> pq.ParquetFile:
     key = shard["key"]
-    try:
+    with reading(f"metadata shard {key}", where, _INCOMPLETE):
         size = store.size(key)
-    except StoreNotFoundError:
-        msg = (
-            f"metadata shard {key} of {where}, named by its manifest, is missing; the catalogue "
-            "is incomplete: copy it whole, or rebuild it with `hubcat build`"
-        )
-        raise CorruptCatalogError(msg) from None
-    except StorageError as exc:
-        raise _read_failed(key, where, exc) from exc
     if size != int(shard["bytes"]):
         msg = (
             f"metadata shard {key} of {where} is {size} bytes, its manifest records "
@@ -329,7 +322,7 @@ def _open_shard(store: ObjectStore, shard: dict, where: str) -> pq.ParquetFile:
             _RangeFile(store, key, size), metadata=metadata, page_checksum_verification=True
         )
     except StorageError as exc:
-        raise _read_failed(key, where, exc) from exc
+        raise read_failed(f"metadata shard {key}", where, exc) from exc
     except (OSError, pa.ArrowException) as exc:
         msg = f"metadata shard {key} of {where} is not a readable parquet file ({exc}); rebuild the catalogue"
         raise CorruptCatalogError(msg) from None
@@ -378,7 +371,7 @@ def read_cone_candidates(
             try:
                 part = pf.read_row_groups(wanted).to_pandas()
             except StorageError as exc:
-                raise _read_failed(shard["key"], where, exc) from exc
+                raise read_failed(f"metadata shard {shard['key']}", where, exc) from exc
             except (OSError, pa.ArrowException) as exc:
                 msg = f"metadata shard {shard['key']} of {where} cannot be read ({exc}); rebuild the catalogue"
                 raise CorruptCatalogError(msg) from None
@@ -389,14 +382,6 @@ def read_cone_candidates(
         parts.append(_open_shard(store, first, where).schema_arrow.empty_table().to_pandas())
     meta = pd.concat(parts, ignore_index=True)
     return meta.drop(columns=[HEALPIX_COLUMN], errors="ignore"), groups_read
-
-
-def _read_failed(key: str, where: str, exc: Exception) -> ShardReadError:
-    msg = (
-        f"reading metadata shard {key} of {where} failed ({exc}); the query was not answered: "
-        "retry it when the store is reachable"
-    )
-    return ShardReadError(msg)
 
 
 def _meets(gmin: int, gmax: int, lo: np.ndarray, hi: np.ndarray) -> bool:

@@ -20,7 +20,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from catalog.errors import CatalogError, CorruptCatalogError, ShardReadError
+from catalog.errors import (
+    CatalogError,
+    CorruptCatalogError,
+    ShardReadError,
+    missing_part,
+    read_failed,
+)
 from hubcat.errors import StorageError, StoreNotFoundError
 from hubcat.storage import LocalObjectStore, ObjectStore
 
@@ -140,19 +146,16 @@ class VectorRows:
 
     # -- errors -----------------------------------------------------------------------------
     def _missing(self, shard: dict) -> CorruptCatalogError:
-        msg = (
-            f"vector shard {shard['key']} of catalogue {self.store.uri} is missing (rows "
-            f"{shard['first_row']}..{shard['first_row'] + shard['rows'] - 1}); the catalogue "
-            "is incomplete: restore the object or rebuild the catalogue with `hubcat build`"
+        rows = f"rows {shard['first_row']}..{shard['first_row'] + shard['rows'] - 1}"
+        return missing_part(
+            f"vector shard {shard['key']} ({rows})",
+            f"catalogue {self.store.uri}",
+            "the catalogue is incomplete: restore the object or rebuild the catalogue with "
+            "`hubcat build`",
         )
-        return CorruptCatalogError(msg)
 
     def _failed(self, shard: dict, exc: Exception) -> ShardReadError:
-        msg = (
-            f"reading vector shard {shard['key']} of catalogue {self.store.uri} failed ({exc}); "
-            "the query was not answered: retry it when the store is reachable"
-        )
-        return ShardReadError(msg)
+        return read_failed(f"vector shard {shard['key']}", f"catalogue {self.store.uri}", exc)
 
     # -- remote: one range request per run --------------------------------------------------
     def _fetch(self, shard: dict, lo: int, hi: int) -> np.ndarray:

@@ -7,6 +7,9 @@ was expected and what to do about it.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from hubcat.errors import HubcatError, HubcatWarning
 
 __all__ = [
@@ -19,6 +22,9 @@ __all__ = [
     "QueryError",
     "ShardReadError",
     "UnknownTileError",
+    "missing_part",
+    "read_failed",
+    "reading",
 ]
 
 
@@ -62,3 +68,44 @@ class ModelUnavailableError(CatalogError, RuntimeError):
 
 class CatalogWarning(HubcatWarning):
     """Something about a query the user should know (empty result, ``k`` clipped, ...)."""
+
+
+def missing_part(part: str, where: str, fix: str) -> CorruptCatalogError:
+    """The error for a part of a catalogue that its manifest names but the store does not hold.
+
+    Parameters
+    ----------
+    part : str
+        What is missing, with its key (``"vector shard vectors/00001.f32"``).
+    where : str
+        Whose part it is (``"catalogue s3://bucket/cat"``).
+    fix : str
+        What to do about it.
+    """
+    return CorruptCatalogError(f"{part} of {where} is missing (its manifest names it); {fix}")
+
+
+def read_failed(part: str, where: str, exc: BaseException) -> ShardReadError:
+    """The error for a store that failed while a part of a catalogue was read (retryable)."""
+    msg = (
+        f"reading {part} of {where} failed ({exc}); the query was not answered: retry it when "
+        "the store is reachable"
+    )
+    return ShardReadError(msg)
+
+
+@contextmanager
+def reading(part: str, where: str, fix: str) -> Iterator[None]:
+    """Map the store's errors while reading one part of a catalogue to catalogue errors.
+
+    A missing object becomes :func:`missing_part` (:class:`CorruptCatalogError`), any other store
+    failure :func:`read_failed` (:class:`ShardReadError`); both name the part and where it is.
+    """
+    from hubcat.errors import StorageError, StoreNotFoundError
+
+    try:
+        yield
+    except StoreNotFoundError:
+        raise missing_part(part, where, fix) from None
+    except StorageError as exc:
+        raise read_failed(part, where, exc) from exc

@@ -242,7 +242,7 @@ def test_missing_or_truncated_metadata_shard_is_named(built, tmp_path):
     with pytest.raises(CorruptCatalogError, match=f"metadata shard {shard} .* is missing"):
         Catalogue.open(root).cone(centre, 180 * u.deg)
     with pytest.raises(
-        CorruptCatalogError, match=f"metadata of catalogue .* is missing \\({shard}\\)"
+        CorruptCatalogError, match=f"metadata \\({shard}\\) of catalogue .* is missing"
     ):
         Catalogue.open(root).metadata()
     report = pv.verify_catalogue(Catalogue.open(root))
