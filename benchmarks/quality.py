@@ -15,8 +15,11 @@ The tuned model comes from ``hubcat tune``'s path (:func:`pipeline.commands.tune
 :func:`embeddings.local_steps` on shards of the training store, checks the deltas
 (:func:`embeddings.check_delta`) and averages them (FedAvg, outer learning rate 1); the model is
 written with :func:`embeddings.save_tuned_model` and loaded back with
-:func:`embeddings.load_model` (the default runtime, OpenVINO fp32 where installed). The recipe
-blends the frozen base model's vector into the tuned one (``base_weight`` = :data:`BASE_WEIGHT`). ``HUBCAT_BENCH_TUNED=DIR[,DIR...]`` scores existing tuned models instead of tuning.
+:func:`embeddings.load_model`. The recipe is ``HUBCAT_BENCH_RECIPE`` (default ``same-sky``:
+background-centred 8,192 local codes, see :func:`embeddings.named_recipe`; ``default`` blends the
+base model's vector in with ``base_weight`` = :data:`BASE_WEIGHT`). The same network with its
+head as initialised (no step) is scored beside it, so the run shows what training adds to the
+architecture. ``HUBCAT_BENCH_TUNED=DIR[,DIR...]`` scores existing tuned models instead of tuning.
 
 Figures, for the base model (``tf_efficientnet_lite0``, ImageNet weights, D4-pooled) and each
 tuned model, all measured in the same run on the same tiles:
@@ -67,11 +70,28 @@ BASE_WEIGHT = 0.5
 
 
 def _recipe(quick: bool):
-    from embeddings import TuneRecipe
+    """The recipe tuned here: ``HUBCAT_BENCH_RECIPE`` (default ``same-sky``), with the
+    blend of :data:`BASE_WEIGHT` for the ``default`` recipe."""
+    from dataclasses import replace
 
+    from embeddings import named_recipe
+
+    name = os.environ.get("HUBCAT_BENCH_RECIPE", "same-sky")
+    recipe = replace(named_recipe(name), steps_per_unit=20 if quick else 50)
+    if name == "default":
+        recipe = replace(recipe, batch_size=32, base_weight=BASE_WEIGHT)
     if quick:
-        return TuneRecipe(steps_per_unit=20, batch_size=32, views_per_tile=2)
-    return TuneRecipe(steps_per_unit=50, batch_size=32, views_per_tile=4, base_weight=BASE_WEIGHT)
+        recipe = replace(recipe, views_per_tile=2)
+    return name, recipe
+
+
+def untrained(base, recipe, out: Path) -> Path:
+    """The recipe's network with its head as initialised, before any step (a reference: what
+    the architecture gives before training moves it)."""
+    from embeddings import save_tuned_model, trainable_state
+
+    record = {"tiles_merkle_root": "0" * 64, "objective": recipe.objective, "seed": 0, "steps": 0}
+    return save_tuned_model(out, base, trainable_state(base, recipe), recipe, record)
 
 
 def hdf_image() -> np.ndarray:
@@ -170,13 +190,20 @@ def injected_sets(mosaics, seed: int = 0):
     return grid, draw(PER_KIND), draw(ANOMALY_PER_KIND)
 
 
-def shift_score(model, mosaics) -> tuple[float, str]:
-    """shift-retrieval@1 over all scoring mosaics, and the hits per mosaic."""
-    from benchmarks.search import shift_retrieval
+def shift_score(model, mosaics, grid_vecs: np.ndarray) -> tuple[float, str]:
+    """shift-retrieval@1 over all scoring mosaics, and the hits per mosaic.
 
-    per = [shift_retrieval(model, [m]) for m in mosaics]
-    counts = [len(m[1]) for m in mosaics]
-    hits = [round(p * c) for p, c in zip(per, counts, strict=True)]
+    ``grid_vecs`` are the vectors of all mosaics' grid tiles, in order (embedded once and
+    shared with the object and anomaly figures)."""
+    from benchmarks.search import shift_hits
+    from embeddings import embed_tiles
+
+    hits, counts, start = [], [], 0
+    for grid, shifted, _origins, best in mosaics:
+        g = grid_vecs[start : start + len(grid)]
+        start += len(grid)
+        hits.append(shift_hits(g, embed_tiles(model, shifted), best) if len(shifted) else 0)
+        counts.append(len(shifted))
     detail = " ".join(f"{h}/{c}" for h, c in zip(hits, counts, strict=True))
     return sum(hits) / max(1, sum(counts)), detail
 
@@ -211,8 +238,8 @@ def evaluate(model, mosaics, grid, objects, anomalies) -> dict[str, float]:
     from embeddings import embed_tiles
 
     t0 = time.perf_counter()
-    shift, detail = shift_score(model, mosaics)
     g = embed_tiles(model, grid)
+    shift, detail = shift_score(model, mosaics, g)
     o = embed_tiles(model, objects[0])
     a = embed_tiles(model, anomalies[0])
     return {
@@ -246,16 +273,18 @@ def run(quick: bool) -> list[Figure]:
         if not tuned_dirs:
             store, train_names = training_store(Path(tmp))
             n_tiles = sum(len(u.tile_ids) for u in store.units())
-            recipe = _recipe(quick)
+            recipe_name, recipe = _recipe(quick)
             rounds = 1 if quick else int(os.environ.get("HUBCAT_BENCH_TUNE_ROUNDS", "2"))
             out = Path(os.environ.get("HUBCAT_BENCH_TUNED_OUT", "") or Path(tmp) / "tuned")
             t0 = time.perf_counter()
             train_base = load_base_net(recipe.base, EmbedConfig(runtime="torch"))
             path, report = tune(train_base, store, recipe, rounds, out)
-            tuned_dirs = [str(path)]
-            notes[tuned_dirs[0]] = (
-                f"tuned by hubcat tune's tune_model on a 2-worker local cluster in "
-                f"{time.perf_counter() - t0:.0f} s: {report.rounds_done} round(s) x "
+            start = untrained(train_base, recipe, Path(tmp) / "untrained")
+            tuned_dirs = [str(start), str(path)]
+            notes[tuned_dirs[0]] = f"recipe {recipe_name!r}, head as initialised: no step"
+            notes[tuned_dirs[1]] = (
+                f"recipe {recipe_name!r} tuned by hubcat tune's tune_model on a 2-worker local "
+                f"cluster in {time.perf_counter() - t0:.0f} s: {report.rounds_done} round(s) x "
                 f"{report.shards} shards x {recipe.steps_per_unit} steps on {n_tiles} tiles of "
                 f"{', '.join(train_names)}"
             )

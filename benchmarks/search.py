@@ -302,6 +302,14 @@ def shift_tiles(
     return np.array(grid, dtype=np.float32), np.array(shifted, dtype=np.float32), origins, best
 
 
+def shift_hits(grid_vecs: np.ndarray, shifted_vecs: np.ndarray, best: list) -> int:
+    """How many shifted tiles have a most-overlapping grid tile as their nearest (cosine)."""
+    if not len(shifted_vecs):
+        return 0
+    top = np.argmax(shifted_vecs @ grid_vecs.T, axis=1)
+    return sum(int(t in b) for t, b in zip(top, best, strict=True))
+
+
 def shift_retrieval(model, mosaics: list[tuple[np.ndarray, np.ndarray, list, list]]) -> float:
     """Fraction of shifted tiles whose nearest grid tile (same mosaic) is a most-overlapping one."""
     from embeddings import embed_tiles
@@ -310,10 +318,7 @@ def shift_retrieval(model, mosaics: list[tuple[np.ndarray, np.ndarray, list, lis
     for grid, shifted, _origins, best in mosaics:
         if not len(shifted):
             continue
-        g = embed_tiles(model, grid)
-        s = embed_tiles(model, shifted)
-        top = np.argmax(s @ g.T, axis=1)
-        hits += sum(int(t in b) for t, b in zip(top, best, strict=True))
+        hits += shift_hits(embed_tiles(model, grid), embed_tiles(model, shifted), best)
         total += len(shifted)
     return hits / total if total else float("nan")
 

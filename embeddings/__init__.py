@@ -29,7 +29,15 @@ from embeddings._runtime import (
     runnable_classes,
 )
 from embeddings._store import EmbeddingStore, UnitRecord
-from embeddings._tune import OBJECTIVES, TuneRecipe, check_delta, local_steps, trainable_state
+from embeddings._tune import (
+    OBJECTIVES,
+    RECIPES,
+    TuneRecipe,
+    check_delta,
+    local_steps,
+    named_recipe,
+    trainable_state,
+)
 from embeddings._tuned import is_model_dir, read_model_config, save_tuned_model, tuned_name
 from embeddings._views import ViewParams
 from embeddings.errors import (
@@ -57,6 +65,7 @@ __all__ = [
     "NORM_TOLERANCE",
     "OBJECTIVES",
     "PRECISIONS",
+    "RECIPES",
     "REGISTRY",
     "RUNTIMES",
     "CorruptWeightsError",
@@ -94,6 +103,7 @@ __all__ = [
     "load_base_net",
     "load_model",
     "local_steps",
+    "named_recipe",
     "native_precisions",
     "norm_error",
     "numerical_class",

@@ -105,7 +105,7 @@ class EmbeddingModel:
         self.weights_sha256 = weights_sha256
         self.weights_path = Path(weights_path)
         self.config = config or EmbedConfig()
-        self.resolved: Resolved = resolve(self.config)
+        self.resolved: Resolved = resolve(self.config, spec.auto_runtime, spec.auto_runtime_reason)
         self.calibration = calibration
         self.dim = int(getattr(net, "num_features", 0) or spec.dim or 0)
         #: For a tuned model (:func:`load_model` of a MODEL_DIR): its base, shape and recipe.

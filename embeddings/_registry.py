@@ -45,6 +45,12 @@ class ModelSpec:
     key_map : str
         How the file's tensors map onto timm's state dict: ``"timm"`` (same names) or
         ``"ordered"`` (same order and shapes, other names).
+    auto_runtime : str
+        The runtime ``runtime="auto"`` picks for this network ("" = the general choice, OpenVINO
+        when installed); set where a network is known to run faster elsewhere, with the reason
+        in ``auto_runtime_reason``. A named runtime is always honoured.
+    auto_runtime_reason : str
+        Why ``auto_runtime`` is set (shown in :attr:`Resolved.note`).
     """
 
     name: str
@@ -59,6 +65,8 @@ class ModelSpec:
     num_classes: int = 1000
     key_map: str = "timm"
     model_args: dict[str, Any] = field(default_factory=dict)
+    auto_runtime: str = ""
+    auto_runtime_reason: str = ""
 
     @property
     def channels(self) -> int:

@@ -171,13 +171,18 @@ class Resolved:
         return "-".join(p for p in (self.runtime, self.precision, self.isa) if p)
 
 
-def resolve(config: EmbedConfig) -> Resolved:
+def resolve(config: EmbedConfig, prefer: str = "", why: str = "") -> Resolved:
     """The runtime and precision ``config`` runs with here.
 
     Parameters
     ----------
     config : EmbedConfig
         Its ``runtime`` (or ``"auto"``) and ``precision`` are resolved.
+    prefer : str
+        The runtime ``"auto"`` means for this network (its :attr:`ModelSpec.auto_runtime`), when
+        installed; "" = OpenVINO if installed, else torch.
+    why : str
+        The reason for ``prefer``, kept in :attr:`Resolved.note`.
 
     Returns
     -------
@@ -194,7 +199,11 @@ def resolve(config: EmbedConfig) -> Resolved:
     """
     asked, precision = config.runtime, config.precision
     runtime = asked
-    if asked == "auto":
+    preferred_note = ""
+    if asked == "auto" and prefer and prefer in installed_runtimes():
+        runtime = prefer
+        preferred_note = f"runtime 'auto' runs this network on {prefer}: {why}" if why else ""
+    elif asked == "auto":
         runtime = "openvino" if "openvino" in installed_runtimes() else "torch"
         if precision == "int8" and runtime != "openvino":
             runtime = "torch"
@@ -207,7 +216,7 @@ def resolve(config: EmbedConfig) -> Resolved:
     native = native_precisions(runtime)
     if precision in native:
         isa = (_bf16_isa() or "") if precision == "bf16" else ""
-        return Resolved(runtime, precision, isa)
+        return Resolved(runtime, precision, isa, preferred_note)
     if precision not in _SUPPORTED[runtime]:
         why = f"runtime {runtime!r} does not implement precision {precision!r}"
         fix = f"choose one of {_SUPPORTED[runtime]} or another runtime"

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from embeddings._embed import validate_tiles
 from embeddings._model import EmbeddingModel
 from embeddings._registry import DEFAULT_MODEL
-from embeddings._tunednet import TunedNet
+from embeddings._tunednet import POOLINGS, TunedNet
 from embeddings._views import ViewParams, make_views
 from embeddings.errors import TuneError
 
@@ -41,6 +41,7 @@ __all__ = [
     "build_tuned_net",
     "check_delta",
     "local_steps",
+    "named_recipe",
     "trainable_state",
 ]
 
@@ -64,7 +65,12 @@ class TuneRecipe:
     cut : int
         The encoder is used up to and including ``blocks[cut]`` (frozen).
     hidden, dim : int
-        Width of the head's hidden layer and length of the output vector.
+        Width of the head's hidden layer and length of the output vector (``dim`` = 0: no
+        projection, the pooled codes are the vector, ``hidden`` long).
+    pooling : str
+        ``"mean"`` or ``"centred"``: how the head pools its local codes (the mean, or the mean
+        minus the tile's median code: its background taken away; see
+        :mod:`embeddings._tunednet`).
     steps_per_unit : int
         Optimizer steps of one training unit (K of :func:`local_steps`).
     batch_size : int
@@ -92,6 +98,7 @@ class TuneRecipe:
     cut: int = 4
     hidden: int = 1024
     dim: int = 256
+    pooling: str = "mean"
     steps_per_unit: int = 50
     batch_size: int = 64
     lr: float = 3e-4
@@ -107,11 +114,17 @@ class TuneRecipe:
         if self.objective not in OBJECTIVES:
             msg = f"objective {self.objective!r} is not implemented; choose one of {OBJECTIVES}"
             raise TuneError(msg)
-        for name in ("hidden", "dim", "steps_per_unit", "batch_size", "views_per_tile"):
+        for name in ("hidden", "steps_per_unit", "batch_size", "views_per_tile"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 msg = f"TuneRecipe.{name} = {value!r} must be a positive integer"
                 raise TuneError(msg)
+        if not isinstance(self.dim, int) or self.dim < 0:
+            msg = f"TuneRecipe.dim = {self.dim!r} must be a positive integer, or 0 (no projection)"
+            raise TuneError(msg)
+        if self.pooling not in POOLINGS:
+            msg = f"TuneRecipe.pooling = {self.pooling!r} is not implemented; choose one of {POOLINGS}"
+            raise TuneError(msg)
         if self.views_per_tile < 2:
             msg = f"TuneRecipe.views_per_tile = {self.views_per_tile} must be >= 2 (a pair)"
             raise TuneError(msg)
@@ -192,6 +205,32 @@ class TuneRecipe:
         return hashlib.sha256(text.encode()).hexdigest()
 
 
+def named_recipe(name: str) -> TuneRecipe:
+    """A named starting recipe (:data:`RECIPES`); fields can then be replaced.
+
+    Parameters
+    ----------
+    name : str
+        ``"default"``: a 256-d projection of mean-pooled codes, views with zoom and rotation;
+        ``"same-sky"``: 8,192 background-centred codes without projection, trained on pairs of
+        views at the tile's scale shifted against each other (finding the same sky however it
+        is cut; see ``docs/tuning.md`` for what each gives).
+
+    Returns
+    -------
+    TuneRecipe
+
+    Raises
+    ------
+    TuneError
+        An unknown name.
+    """
+    if name not in RECIPES:
+        msg = f"no tuning recipe named {name!r}; choose one of {sorted(RECIPES)}"
+        raise TuneError(msg)
+    return RECIPES[name]
+
+
 def _require_weights(model: EmbeddingModel) -> None:
     sha = str(getattr(model, "weights_sha256", "") or "")
     if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
@@ -201,6 +240,21 @@ def _require_weights(model: EmbeddingModel) -> None:
             "embeddings.load_model(name) or load_model(name, weights=FILE)"
         )
         raise TuneError(msg)
+
+
+#: Named starting recipes (:func:`named_recipe`).
+RECIPES: dict[str, TuneRecipe] = {
+    "default": TuneRecipe(),
+    "same-sky": TuneRecipe(
+        cut=4,
+        hidden=8192,
+        dim=0,
+        pooling="centred",
+        lr=1e-4,
+        batch_size=32,
+        views=ViewParams(crop_min=1.0, crop_max=1.0, shift_max=0.14, rotate=False),
+    ),
+}
 
 
 def build_tuned_net(model: EmbeddingModel, recipe: TuneRecipe) -> TunedNet:
@@ -214,11 +268,11 @@ def build_tuned_net(model: EmbeddingModel, recipe: TuneRecipe) -> TunedNet:
     _require_weights(model)
     if isinstance(model.net, TunedNet):
         net = model.net
-        have = (net.cut, net.head.fc1.out_features, net.head.fc2.out_features, net.base_weight)
-        want = (recipe.cut, recipe.hidden, recipe.dim, float(recipe.base_weight))
+        have = (net.cut, net.head.hidden, net.head.dim, net.base_weight, net.head.pooling)
+        want = (recipe.cut, recipe.hidden, recipe.dim, float(recipe.base_weight), recipe.pooling)
         if have != want:
             msg = (
-                f"tuned model {model.name} has cut/hidden/dim/base_weight "
+                f"tuned model {model.name} has cut/hidden/dim/base_weight/pooling "
                 f"{'/'.join(map(str, have))}, the recipe asks for {'/'.join(map(str, want))}; "
                 "use a recipe of the same shape"
             )
@@ -235,7 +289,14 @@ def build_tuned_net(model: EmbeddingModel, recipe: TuneRecipe) -> TunedNet:
         raise TuneError(msg)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(recipe.seed)
-        net = TunedNet(base, recipe.cut, recipe.hidden, recipe.dim, float(recipe.base_weight))
+        net = TunedNet(
+            base,
+            recipe.cut,
+            recipe.hidden,
+            recipe.dim,
+            float(recipe.base_weight),
+            recipe.pooling,
+        )
     net.eval()
     for p in net.parameters():
         p.requires_grad_(False)
@@ -328,7 +389,7 @@ def _infonce(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Te
 
 def _cached_net(model: EmbeddingModel, recipe: TuneRecipe) -> TunedNet:
     cache = model.__dict__.setdefault("_tune_nets", {})
-    key = (recipe.cut, recipe.hidden, recipe.dim, float(recipe.base_weight))
+    key = (recipe.cut, recipe.hidden, recipe.dim, float(recipe.base_weight), recipe.pooling)
     if key not in cache:
         cache[key] = build_tuned_net(model, recipe)
     return cache[key]

@@ -1,8 +1,9 @@
 """Random views of tiles for self-supervised tuning: what a tile's vector must not depend on.
 
 A view of a tile is a square crop at a random place (a sub-tile shift, and a small zoom when the
-crop is resized back to the tile size), one of the 8 flips/rotations, a Gaussian blur of random
-width (the PSF), a random power-law change of the stretch, and Gaussian noise. Two views of one
+crop is resized back to the tile size), optionally translated further (the border filled by
+reflection: a shift at the tile's own scale), one of the 8 flips/rotations (or none), a Gaussian
+blur of random width (the PSF), a random power-law change of the stretch, and Gaussian noise. Two views of one
 tile show the same sky; views of other tiles show other sky. Everything is drawn from a
 ``torch.Generator``, so the same seed gives the same views.
 """
@@ -34,6 +35,14 @@ class ViewParams:
         log gamma_max]``.
     noise_max : float
         Largest standard deviation of added Gaussian noise, in stretched units.
+    shift_max : float
+        Largest translation of the view in x and in y, as a fraction of the tile side, drawn
+        uniformly in ``[-shift_max, shift_max]``; what comes in at the border is the tile
+        reflected. With ``crop_min = crop_max = 1`` the two views of a pair show the same sky at
+        the same scale, shifted against each other, as two cuts of a mosaic do.
+    rotate : bool
+        Apply a random one of the 8 flips/rotations to each view (False: none; the embedding
+        pools the 8 anyway).
     """
 
     crop_min: float = 0.70
@@ -41,13 +50,15 @@ class ViewParams:
     blur_max: float = 1.2
     gamma_max: float = 1.25
     noise_max: float = 0.02
+    shift_max: float = 0.0
+    rotate: bool = True
 
-    def to_dict(self) -> dict[str, float]:
+    def to_dict(self) -> dict[str, float | bool]:
         """The view parameters as a JSON-compatible dict.
 
         Returns
         -------
-        dict of str to float
+        dict of str to float or bool
         """
         return {
             "crop_min": self.crop_min,
@@ -55,6 +66,8 @@ class ViewParams:
             "blur_max": self.blur_max,
             "gamma_max": self.gamma_max,
             "noise_max": self.noise_max,
+            "shift_max": self.shift_max,
+            "rotate": self.rotate,
         }
 
 
@@ -114,10 +127,17 @@ def make_views(
     log_gamma = (2 * torch.rand(m, generator=gen) - 1) * math.log(params.gamma_max)
     noise = params.noise_max * torch.rand(m, generator=gen)
     eps = torch.randn((m, size, size), generator=gen)
+    if not params.rotate:
+        d4 = torch.zeros_like(d4)
     rot = torch.tensor(_D4, dtype=torch.float32)[d4]  # (m, 2, 2)
     theta = torch.empty((m, 2, 3), dtype=torch.float32)
     theta[:, :, :2] = rot * frac.view(m, 1, 1)
     theta[:, :, 2] = (place + 0.5 * frac.view(m, 1)) * 2.0 - 1.0
+    padding = "border"
+    if params.shift_max > 0:
+        # drawn after the others, so views without a shift are the ones earlier versions made
+        theta[:, :, 2] += (2 * torch.rand(m, 2, generator=gen) - 1) * 2.0 * params.shift_max
+        padding = "reflection"
     radius = max(1, math.ceil(3 * params.blur_max))
     source = tiles.repeat_interleave(n_views, dim=0)
     out = torch.empty((m, size, size), dtype=torch.float32)
@@ -125,7 +145,7 @@ def make_views(
         b = min(m, a + _CHUNK)
         grid = F.affine_grid(theta[a:b], [b - a, 1, size, size], align_corners=False)
         img = F.grid_sample(
-            source[a:b, None], grid, mode="bilinear", padding_mode="border", align_corners=False
+            source[a:b, None], grid, mode="bilinear", padding_mode=padding, align_corners=False
         )[:, 0]
         if params.blur_max > 0:
             img = _blur(img, sigma[a:b], radius)

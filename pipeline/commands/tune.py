@@ -7,6 +7,7 @@ import contextlib
 import json
 import logging
 import sys
+from dataclasses import replace
 
 from pipeline.commands._options import add_grid_dir, add_json, add_progress
 from pipeline.commands._progress import StageBars
@@ -59,6 +60,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--base", metavar="NAME", help="base model name (default: tf_efficientnet_lite0)"
     )
     parser.add_argument("--weights", metavar="FILE", help="local weights file of --base")
+    parser.add_argument(
+        "--recipe",
+        default="default",
+        choices=("default", "same-sky"),
+        help=(
+            "starting recipe: 'default' (256-d, mean-pooled) or 'same-sky' (8,192 "
+            "background-centred codes, shifted views; see docs/tuning.md)"
+        ),
+    )
     parser.add_argument(
         "--budget",
         type=_minutes,
@@ -168,7 +178,7 @@ def tune_model(
 
 def run_tune(args: argparse.Namespace) -> int:
     """Run ``hubcat tune``; 0 when every round ran, 3 when some did not, 1 on bad input."""
-    from embeddings import EmbedConfig, TuneRecipe, load_model
+    from embeddings import EmbedConfig, load_model, named_recipe
     from grid import GridConfig, TrainingConfig
     from pipeline._connect import operator_security, scheduler_client
     from tiling import TileStore
@@ -189,7 +199,7 @@ def run_tune(args: argparse.Namespace) -> int:
         }.items()
         if v is not None
     }
-    recipe = TuneRecipe(**overrides)
+    recipe = replace(named_recipe(args.recipe), **overrides)
     base_model = load_model(recipe.base, args.weights, config=EmbedConfig(runtime="torch"))
     training = TrainingConfig(
         rounds=args.rounds,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -65,6 +67,8 @@ def test_recipe_round_trip_and_digest():
         ("lr", 0.0, "must be > 0"),
         ("steps_per_unit", 0, "positive integer"),
         ("base_weight", 1.0, "must be in"),
+        ("pooling", "max", "not implemented"),
+        ("dim", -1, "or 0"),
     ],
 )
 def test_recipe_refuses_bad_values(field, value, match):
@@ -167,3 +171,45 @@ def test_local_steps_refuses_a_bad_state(base, real_tiles):
     state["fc2.weight"] = state["fc2.weight"][:, :10].copy()
     with pytest.raises(TuneError, match="shape"):
         local_steps(base, state, real_tiles, SMALL, seed=0, steps=1)
+
+
+def test_named_recipes():
+    from embeddings import RECIPES, named_recipe
+
+    assert named_recipe("default") == TuneRecipe()
+    sky = named_recipe("same-sky")
+    assert (sky.pooling, sky.dim, sky.views.rotate) == ("centred", 0, False)
+    assert sky.views.crop_min == sky.views.crop_max == 1.0 and sky.views.shift_max > 0
+    assert TuneRecipe.from_dict(sky.to_dict()) == sky
+    assert set(RECIPES) == {"default", "same-sky"}
+    with pytest.raises(TuneError, match="no tuning recipe named 'sky'"):
+        named_recipe("sky")
+
+
+def test_shifted_views_are_translations_at_the_tile_scale():
+    """With crop 1, no rotation, no blur, stretch change or noise, a view is the tile moved by
+    at most shift_max of its side, the border reflected; without shift_max, the tile itself."""
+    import torch
+    from scipy import ndimage
+
+    from embeddings._views import make_views
+
+    rng = np.random.default_rng(0)
+    field = ndimage.gaussian_filter(rng.random((64, 64)), 3.0)
+    field = (field - field.min()) / np.ptp(field)
+    tile = torch.from_numpy(field[None].astype(np.float32))
+    still = ViewParams(crop_min=1.0, crop_max=1.0, blur_max=0.0, gamma_max=1.0, noise_max=0.0)
+    same = make_views(tile, 3, replace(still, rotate=False), torch.Generator().manual_seed(0))
+    np.testing.assert_allclose(same[0].numpy(), np.repeat(tile.numpy(), 3, axis=0), atol=1e-5)
+    moved = make_views(
+        tile, 6, replace(still, rotate=False, shift_max=0.25), torch.Generator().manual_seed(1)
+    )
+    for view in moved[0].numpy():
+        assert np.abs(view - tile[0].numpy()).max() > 0.02  # it moved
+        # some translation by at most 16 px (bilinear: compare on the interior)
+        errs = [
+            np.abs(view[20:44, 20:44] - tile[0].numpy()[20 - dy : 44 - dy, 20 - dx : 44 - dx])
+            for dy in range(-17, 18)
+            for dx in range(-17, 18)
+        ]
+        assert min(float(e.mean()) for e in errs) < 0.2 * float(np.mean(np.abs(errs[0])))

@@ -108,6 +108,52 @@ def test_base_weight_blends_the_base_cosine(base, tiles, tmp_path):
     assert float(out[0] @ out[1]) == pytest.approx(want, abs=1e-5)
 
 
+def test_centred_pooling_takes_the_tiles_median_code_away(base, tiles, tmp_path):
+    """A centred head's vector is the mean local code minus the per-channel (lower) median
+    code, without projection (dim 0), and every installed runtime gives the same vectors."""
+    import torch
+
+    from embeddings import installed_runtimes, preprocess
+
+    recipe = TuneRecipe(
+        views_per_tile=2, batch_size=8, min_tiles=16, hidden=64, dim=0, pooling="centred"
+    )
+    folder = save_tuned_model(tmp_path / "c", base, trainable_state(base, recipe), recipe, RECORD)
+    arch = read_model_config(folder)["architecture"]
+    assert (arch["pooling"], arch["dim"], arch["hidden"]) == ("centred", 0, 64)
+    model = load_model(folder, config=EmbedConfig(runtime="torch"))
+    assert model.dim == 64
+    x = preprocess(base, torch.from_numpy(np.ascontiguousarray(tiles[:3])))
+    with torch.inference_mode():
+        codes = model.net.head.local(model.net.forward_features(x))
+        want = codes.mean(dim=1) - codes.median(dim=1).values
+        got = model.features(x)
+    np.testing.assert_allclose(got.numpy(), want.numpy(), atol=1e-5)
+    ref = embed_tiles(model, tiles)
+    for runtime in installed_runtimes():
+        if runtime != "torch":
+            other = embed_tiles(load_model(folder, config=EmbedConfig(runtime=runtime)), tiles)
+            assert float(np.sum(other * ref, axis=1).min()) > 0.9999, runtime
+    auto = load_model(folder)
+    assert auto.resolved.runtime == "torch"
+    assert "centred pooling" in auto.resolved.note
+    if "openvino" in installed_runtimes():
+        named = load_model(folder, config=EmbedConfig(runtime="openvino"))
+        assert named.resolved.runtime == "openvino"
+
+
+def test_unknown_pooling_in_a_folder_refused(model_dir, tmp_path):
+    import shutil
+
+    copy = tmp_path / "m"
+    shutil.copytree(model_dir, copy)
+    config = json.loads((copy / "hubcat-model.json").read_text())
+    config["architecture"]["pooling"] = "max"
+    (copy / "hubcat-model.json").write_text(json.dumps(config))
+    with pytest.raises(CorruptWeightsError, match="pooling 'max'"):
+        load_model(copy, config=EmbedConfig(runtime="torch"))
+
+
 def test_tuned_digest_names_the_tune(model_dir, base):
     tuned = load_model(model_dir, config=EmbedConfig(runtime="torch"))
     record = tuned.record()
