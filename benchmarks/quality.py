@@ -82,14 +82,14 @@ BASE_WEIGHT = 0.5
 
 
 def _recipe(quick: bool):
-    """The recipe tuned here: ``HUBCAT_BENCH_RECIPE`` (default ``default``), with the
+    """The recipe tuned here: ``HUBCAT_BENCH_RECIPE`` (default ``sky-pairs``), with the
     blend of :data:`BASE_WEIGHT` for the ``default`` recipe."""
     from dataclasses import replace
 
     from embeddings import named_recipe
 
-    name = os.environ.get("HUBCAT_BENCH_RECIPE", "default")
-    steps = 20 if quick else int(os.environ.get("HUBCAT_BENCH_TUNE_STEPS", "50"))
+    name = os.environ.get("HUBCAT_BENCH_RECIPE", "sky-pairs")
+    steps = 20 if quick else int(os.environ.get("HUBCAT_BENCH_TUNE_STEPS", "30"))
     recipe = replace(named_recipe(name), steps_per_unit=steps)
     if name == "default":
         recipe = replace(recipe, batch_size=32, base_weight=BASE_WEIGHT)

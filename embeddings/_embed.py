@@ -188,7 +188,11 @@ def embed_tiles(
 
     Each tile's 8 flips/rotations (:data:`tiling.AUGMENTATIONS`) are embedded; the tile's vector
     is the mean of the 8 L2-normalised vectors, L2-normalised again, so a rotated or flipped tile
-    gets the same vector. Deterministic for the same inputs, weights, configuration and threads.
+    gets the same vector. The one exception is a tuned model with ``"pairs"`` pooling, whose
+    output holds pairs of positions by direction: its 8 outputs are first brought into the
+    tile's own frame (:meth:`embeddings._tunednet.TunedNet.augmentation_order`), so that part of
+    its vector turns with the tile (see ``docs/tuning.md``). Deterministic for the same inputs,
+    weights, configuration and threads.
 
     Parameters
     ----------
@@ -224,6 +228,8 @@ def embed_tiles(
     # inside their graph; otherwise (torch, resizing) they are done here
     whole_stage = hasattr(backend, "views") and tiles.shape[-2:] == (h, w)
     source = torch.from_numpy(tiles)
+    order = getattr(model.net, "augmentation_order", None)
+    order = order() if order is not None else None
     with _threads(model.config.threads), torch.inference_mode():
         for start in range(0, n, step):
             chunk = source[start : start + step]
@@ -234,7 +240,10 @@ def embed_tiles(
                 feats = backend.views(x)
             else:
                 feats = model.features(preprocess(model, _augment_torch(chunk)))
-            vecs = F.normalize(feats.view(m, N_AUG, -1), dim=-1)
+            feats = feats.view(m, N_AUG, -1)
+            if order is not None:  # each augmentation's output brought into the tile's frame
+                feats = feats.gather(2, order.expand(m, -1, -1))
+            vecs = F.normalize(feats, dim=-1)
             pooled[start : start + m] = F.normalize(vecs.mean(dim=1), dim=-1).numpy()
             if per_aug is not None:
                 per_aug[start : start + m] = vecs.numpy()

@@ -68,9 +68,12 @@ class TuneRecipe:
         Width of the head's hidden layer and length of the output vector (``dim`` = 0: no
         projection, the pooled codes are the vector, ``hidden`` long).
     pooling : str
-        ``"mean"`` or ``"centred"``: how the head pools its local codes (the mean, or the mean
-        minus the tile's median code: its background taken away; see
+        ``"mean"``, ``"centred"`` or ``"pairs"``: how the head pools its local codes (the mean;
+        the mean minus the tile's median code: its background taken away; or the background-
+        centred codes of position pairs at fixed offsets: the arrangement; see
         :mod:`embeddings._tunednet`).
+    pair_dim : int
+        Entries per offset of ``"pairs"`` pooling (0 for the other poolings).
     steps_per_unit : int
         Optimizer steps of one training unit (K of :func:`local_steps`).
     batch_size : int
@@ -99,6 +102,7 @@ class TuneRecipe:
     hidden: int = 1024
     dim: int = 256
     pooling: str = "mean"
+    pair_dim: int = 0
     steps_per_unit: int = 50
     batch_size: int = 64
     lr: float = 3e-4
@@ -124,6 +128,21 @@ class TuneRecipe:
             raise TuneError(msg)
         if self.pooling not in POOLINGS:
             msg = f"TuneRecipe.pooling = {self.pooling!r} is not implemented; choose one of {POOLINGS}"
+            raise TuneError(msg)
+        if not isinstance(self.pair_dim, int) or self.pair_dim < 0:
+            msg = f"TuneRecipe.pair_dim = {self.pair_dim!r} must be a non-negative integer"
+            raise TuneError(msg)
+        if (self.pooling == "pairs") != (self.pair_dim > 0):
+            msg = (
+                f"TuneRecipe.pair_dim = {self.pair_dim} with pooling {self.pooling!r}: pairs "
+                "pooling needs pair_dim > 0, the other poolings pair_dim = 0"
+            )
+            raise TuneError(msg)
+        if self.pooling == "pairs" and self.dim:
+            msg = (
+                f"TuneRecipe.dim = {self.dim} with pairs pooling: its blocks of pairs by direction "
+                "must stay apart (a rotated tile permutes them), so use dim = 0"
+            )
             raise TuneError(msg)
         if self.views_per_tile < 2:
             msg = f"TuneRecipe.views_per_tile = {self.views_per_tile} must be >= 2 (a pair)"
@@ -214,7 +233,10 @@ def named_recipe(name: str) -> TuneRecipe:
         ``"default"``: a 256-d projection of mean-pooled codes, views with zoom and rotation;
         ``"same-sky"``: 8,192 background-centred codes without projection, trained on pairs of
         views at the tile's scale shifted against each other (finding the same sky however it
-        is cut; see ``docs/tuning.md`` for what each gives).
+        is cut); ``"sky-pairs"``: background-centred codes of position pairs at fixed offsets
+        (the arrangement of what a tile holds) beside the base model's vector, on the same views
+        (the same sky however it is cut, and the same kind of object). ``docs/tuning.md`` says
+        what each gives.
 
     Returns
     -------
@@ -254,6 +276,17 @@ RECIPES: dict[str, TuneRecipe] = {
         batch_size=32,
         views=ViewParams(crop_min=1.0, crop_max=1.0, shift_max=0.14, rotate=False),
     ),
+    "sky-pairs": TuneRecipe(
+        cut=4,
+        hidden=2048,
+        dim=0,
+        pooling="pairs",
+        pair_dim=512,
+        base_weight=0.65,
+        lr=1e-4,
+        batch_size=32,
+        views=ViewParams(crop_min=1.0, crop_max=1.0, shift_max=0.14, rotate=False),
+    ),
 }
 
 
@@ -268,11 +301,18 @@ def build_tuned_net(model: EmbeddingModel, recipe: TuneRecipe) -> TunedNet:
     _require_weights(model)
     if isinstance(model.net, TunedNet):
         net = model.net
-        have = (net.cut, net.head.hidden, net.head.dim, net.base_weight, net.head.pooling)
-        want = (recipe.cut, recipe.hidden, recipe.dim, float(recipe.base_weight), recipe.pooling)
+        have = (
+            net.cut,
+            net.head.hidden,
+            net.head.dim,
+            net.base_weight,
+            net.head.pooling,
+            net.head.pair_dim,
+        )
+        want = _shape(recipe)
         if have != want:
             msg = (
-                f"tuned model {model.name} has cut/hidden/dim/base_weight/pooling "
+                f"tuned model {model.name} has cut/hidden/dim/base_weight/pooling/pair_dim "
                 f"{'/'.join(map(str, have))}, the recipe asks for {'/'.join(map(str, want))}; "
                 "use a recipe of the same shape"
             )
@@ -296,11 +336,24 @@ def build_tuned_net(model: EmbeddingModel, recipe: TuneRecipe) -> TunedNet:
             recipe.dim,
             float(recipe.base_weight),
             recipe.pooling,
+            recipe.pair_dim,
         )
     net.eval()
     for p in net.parameters():
         p.requires_grad_(False)
     return net
+
+
+def _shape(recipe: TuneRecipe) -> tuple:
+    """What fixes a tuned network's tensors: (cut, hidden, dim, base_weight, pooling, pair_dim)."""
+    return (
+        recipe.cut,
+        recipe.hidden,
+        recipe.dim,
+        float(recipe.base_weight),
+        recipe.pooling,
+        recipe.pair_dim,
+    )
 
 
 def _head_state(net: TunedNet) -> dict[str, np.ndarray]:
@@ -389,7 +442,7 @@ def _infonce(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Te
 
 def _cached_net(model: EmbeddingModel, recipe: TuneRecipe) -> TunedNet:
     cache = model.__dict__.setdefault("_tune_nets", {})
-    key = (recipe.cut, recipe.hidden, recipe.dim, float(recipe.base_weight), recipe.pooling)
+    key = _shape(recipe)
     if key not in cache:
         cache[key] = build_tuned_net(model, recipe)
     return cache[key]

@@ -3,7 +3,7 @@
 Layout of ``MODEL_DIR``::
 
     hubcat-model.json   format, base model name and weights sha256, network shape (cut, hidden,
-                        dim, pooling, base_weight), the weights file name and its sha256, the recipe and its digest
+                        dim, pooling, pair_dim, base_weight), the weights file name and its sha256, the recipe and its digest
     weights.safetensors the complete tuned network (frozen encoder part and trained head)
     training.json       the training record: Merkle root of the tiles it trained on, base
                         weights sha256, objective, seed, rounds and steps (and what the trainer
@@ -167,6 +167,7 @@ def save_tuned_model(
             "hidden": recipe.hidden,
             "dim": recipe.dim,
             "pooling": recipe.pooling,
+            "pair_dim": recipe.pair_dim,
             "base_weight": float(recipe.base_weight),
         },
         "weights": WEIGHTS_FILE,
@@ -270,6 +271,7 @@ def load_tuned(model_dir: str | os.PathLike[str], config: EmbedConfig) -> Embedd
             int(arch["dim"]),
             float(arch.get("base_weight", 0.0)),
             pooling,
+            int(arch.get("pair_dim", 0)),
         )
     name = tuned_name(digest)
     load_strict(net, read_state_dict(weights), origin=str(weights), model_name=name)
@@ -284,13 +286,16 @@ def load_tuned(model_dir: str | os.PathLike[str], config: EmbedConfig) -> Embedd
         dim=int(net.num_features),
         num_classes=0,
     )
-    if pooling == "centred":
+    if pooling in ("centred", "pairs"):
         # The per-channel median of 8,192 x 196 codes is the hot spot: torch runs this network at
         # 43 ms per image, the OpenVINO graph at 210 ms (its TopK), measured on 2 cores.
         spec = replace(
             spec,
             auto_runtime="torch",
-            auto_runtime_reason="its centred pooling runs 5x faster on torch than on OpenVINO",
+            auto_runtime_reason=(
+                f"its {pooling} pooling takes a per-channel median, which runs 5x faster on "
+                "torch than on OpenVINO"
+            ),
         )
     model = EmbeddingModel(net, spec, digest, weights, config)
     model.tuned = {

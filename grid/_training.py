@@ -24,7 +24,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -180,6 +180,8 @@ def run_training(
     t0 = time.perf_counter()
     config = config or GridConfig()
     training = training or TrainingConfig()
+    if training.unit_timeout > config.replica_timeout:  # see TrainingConfig.unit_timeout
+        config = replace(config, replica_timeout=training.unit_timeout)
     emit = progress or (lambda stage, done, total, note="": None)
     if not hasattr(tile_store, "units"):
         tile_store = TileStore.open(tile_store)
@@ -213,7 +215,13 @@ def run_training(
                 "weights": model.weights_sha256,
                 "initial": _sha(initial),
                 "units": [u.sha256 for u in units],
-                "training": {**training.as_dict(), "budget": None, "steps": steps},
+                # budget and unit_timeout decide when to stop or re-place, not what is
+                # computed: a run resumed with others is the same run
+                "training": {
+                    **{k: v for k, v in training.as_dict().items() if k != "unit_timeout"},
+                    "budget": None,
+                    "steps": steps,
+                },
                 "shards": n_shards,
                 "grid": config.digest(),
                 "quorum": quorum,

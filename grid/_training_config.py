@@ -32,6 +32,11 @@ class TrainingConfig:
         ``min_tiles``, which :func:`embeddings.local_steps` requires).
     budget : float or None
         Wall-time budget (s): rounds stop when the next one would not fit.
+    unit_timeout : float
+        Seconds a training replica may take before it is given up as lost and placed again.
+        The larger of this and :attr:`GridConfig.replica_timeout` applies: that one is sized
+        for embedding units of seconds, and a training unit of K steps on a shard takes
+        minutes, so under it every replica of a slow unit would be re-placed without end.
     """
 
     rounds: int = 4
@@ -41,6 +46,7 @@ class TrainingConfig:
     tolerance: DeltaTolerance = field(default_factory=DeltaTolerance)
     min_tiles: int | None = None
     budget: float | None = None
+    unit_timeout: float = 3600.0
 
     def __post_init__(self) -> None:
         def bad(name: str, expected: str) -> None:
@@ -57,6 +63,8 @@ class TrainingConfig:
             bad("outer_lr", "a value in (0, 10]")
         if self.budget is not None and self.budget <= 0:
             bad("budget", "None or a positive number of seconds")
+        if not self.unit_timeout > 0:
+            bad("unit_timeout", "a positive number of seconds")
 
     def as_dict(self) -> dict:
         """The configuration as a JSON-ready dict (the tolerance nested).

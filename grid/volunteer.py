@@ -30,7 +30,12 @@ from __future__ import annotations
 import logging
 
 from grid._wire import WirePolicy, gate_listeners, install_wire
-from grid._worker import hardware_class, installed_model_dirs, set_torch_threads
+from grid._worker import (
+    hardware_class,
+    installed_model_dirs,
+    keep_freed_memory,
+    set_torch_threads,
+)
 
 __all__ = ["dask_setup"]
 
@@ -43,6 +48,7 @@ def dask_setup(worker) -> None:
     """Preload hook of ``dask worker --preload grid.volunteer``."""
     gate_listeners(worker)
     nthreads = getattr(worker.state, "nthreads", 1)
+    keep_freed_memory()
     set_torch_threads(nthreads)
     hw = f"hw-{hardware_class()}"
     resources = {hw: 1.0, **volunteer_classes()}

@@ -63,10 +63,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--recipe",
         default="default",
-        choices=("default", "same-sky"),
+        choices=("default", "same-sky", "sky-pairs"),
         help=(
-            "starting recipe: 'default' (256-d, mean-pooled) or 'same-sky' (8,192 "
-            "background-centred codes, shifted views; see docs/tuning.md)"
+            "starting recipe: 'default' (256-d, mean-pooled), 'same-sky' (8,192 "
+            "background-centred codes, shifted views) or 'sky-pairs' (pairs of codes at fixed "
+            "offsets beside the base vector, shifted views; see docs/tuning.md)"
         ),
     )
     parser.add_argument(

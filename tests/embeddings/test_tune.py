@@ -69,6 +69,9 @@ def test_recipe_round_trip_and_digest():
         ("base_weight", 1.0, "must be in"),
         ("pooling", "max", "not implemented"),
         ("dim", -1, "or 0"),
+        ("pooling", "pairs", "pairs pooling needs pair_dim > 0"),
+        ("pair_dim", 8, "the other poolings pair_dim = 0"),
+        ("pair_dim", -1, "non-negative integer"),
     ],
 )
 def test_recipe_refuses_bad_values(field, value, match):
@@ -181,7 +184,11 @@ def test_named_recipes():
     assert (sky.pooling, sky.dim, sky.views.rotate) == ("centred", 0, False)
     assert sky.views.crop_min == sky.views.crop_max == 1.0 and sky.views.shift_max > 0
     assert TuneRecipe.from_dict(sky.to_dict()) == sky
-    assert set(RECIPES) == {"default", "same-sky"}
+    pairs = named_recipe("sky-pairs")
+    assert (pairs.pooling, pairs.dim, pairs.views.rotate) == ("pairs", 0, False)
+    assert pairs.pair_dim > 0 and 0 < pairs.base_weight < 1
+    assert TuneRecipe.from_dict(pairs.to_dict()) == pairs
+    assert set(RECIPES) == {"default", "same-sky", "sky-pairs"}
     with pytest.raises(TuneError, match="no tuning recipe named 'sky'"):
         named_recipe("sky")
 
@@ -213,3 +220,8 @@ def test_shifted_views_are_translations_at_the_tile_scale():
             for dx in range(-17, 18)
         ]
         assert min(float(e.mean()) for e in errs) < 0.2 * float(np.mean(np.abs(errs[0])))
+
+
+def test_pairs_pooling_refuses_a_projection():
+    with pytest.raises(TuneError, match="use dim = 0"):
+        TuneRecipe(pooling="pairs", pair_dim=8, dim=16)

@@ -209,3 +209,84 @@ def test_save_refuses_bad_input(base, tmp_path):
     (other / "notes.txt").write_text("mine")
     with pytest.raises(TuneError, match="not a tuned model"):
         save_tuned_model(other, base, state, RECIPE, RECORD)
+
+
+PAIRS = TuneRecipe(
+    views_per_tile=2,
+    batch_size=8,
+    min_tiles=16,
+    hidden=32,
+    dim=0,
+    pooling="pairs",
+    pair_dim=4,
+    base_weight=0.5,
+)
+
+
+def test_pairs_pooling_sums_code_products_at_each_offset(base, tiles, tmp_path):
+    """A pairs head's vector is, per offset d, the signed square root of the sum over positions
+    p of (U c_p) * (V c_{p+d}), c the background-centred codes; saved and loaded with its
+    pair_dim, blended with the base vector, and the same on every installed runtime."""
+    import torch
+
+    from embeddings import installed_runtimes, preprocess
+    from embeddings._tunednet import PAIR_OFFSETS
+
+    folder = save_tuned_model(tmp_path / "p", base, trainable_state(base, PAIRS), PAIRS, RECORD)
+    arch = read_model_config(folder)["architecture"]
+    assert (arch["pooling"], arch["pair_dim"]) == ("pairs", 4)
+    model = load_model(folder, config=EmbedConfig(runtime="torch"))
+    assert model.dim == base.dim + 4 * len(PAIR_OFFSETS)
+    head = model.net.head
+    x = preprocess(base, torch.from_numpy(np.ascontiguousarray(tiles[:2])))
+    with torch.inference_mode():
+        fmap = model.net.forward_features(x)
+        codes = head.local(fmap)
+        c = codes - codes.median(dim=1, keepdim=True).values
+        a = head.pair_u(c).unflatten(1, fmap.shape[2:]).numpy()
+        b = head.pair_v(c).unflatten(1, fmap.shape[2:]).numpy()
+        got = head(fmap).numpy()
+    h, w = fmap.shape[2:]
+    want = []
+    for dy, dx in PAIR_OFFSETS:
+        total = np.zeros((2, 4))
+        for y in range(h):
+            for x0 in range(w):
+                if 0 <= y + dy < h and 0 <= x0 + dx < w:
+                    total += a[:, y, x0] * b[:, y + dy, x0 + dx]
+        want.append(np.sign(total) * np.sqrt(np.abs(total)))
+    np.testing.assert_allclose(got, np.concatenate(want, axis=1), rtol=1e-4, atol=1e-4)
+    ref = embed_tiles(model, tiles)
+    for runtime in installed_runtimes():
+        if runtime != "torch":
+            other = embed_tiles(load_model(folder, config=EmbedConfig(runtime=runtime)), tiles)
+            assert float(np.sum(other * ref, axis=1).min()) > 0.9999, runtime
+
+
+def test_pairs_augmentation_order_brings_every_flip_and_rotation_home(base):
+    """The pooled pairs of a flipped or rotated feature map, reordered by augmentation_order,
+    equal the pairs of the map itself, so the 8 outputs embed_tiles pools add the same
+    directions into each block (without the reordering they would not)."""
+    import torch
+
+    from embeddings._tune import build_tuned_net
+    from tiling.augment import AUGMENTATIONS, augment
+
+    net = build_tuned_net(base, PAIRS)
+    order = net.augmentation_order()
+    assert order.shape == (len(AUGMENTATIONS), net.num_features)
+    start = net.num_features - net.head.out_dim
+    channels = net.head.norm.normalized_shape[0]
+    fmap = torch.randn(1, channels, 9, 9, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        home = net.head(fmap)[0].numpy()
+        for i, name in enumerate(AUGMENTATIONS):
+            moved = torch.from_numpy(np.ascontiguousarray(augment(fmap.numpy(), i)))
+            out = torch.zeros(net.num_features)
+            out[start:] = net.head(moved)[0]
+            aligned = out.gather(0, order[i])[start:].numpy()
+            np.testing.assert_allclose(aligned, home, rtol=1e-4, atol=1e-4, err_msg=name)
+            if i:
+                assert not np.allclose(out[start:].numpy(), home, atol=1e-3), name
+    np.testing.assert_array_equal(order[0].numpy(), np.arange(net.num_features))
+    assert build_tuned_net(base, RECIPE).augmentation_order() is None

@@ -241,6 +241,28 @@ def real_store(tmp_path_factory, hst_dir):
 
 @pytest.mark.grid
 @pytest.mark.slow
+def test_a_training_unit_longer_than_the_embedding_replica_timeout_is_accepted(
+    real_store, tmp_path
+):
+    """Training units take minutes, embedding units seconds: under GridConfig.replica_timeout
+    alone every replica of a slow unit was given up as lost and placed again without end. The
+    training run's unit_timeout applies instead."""
+    config = GridConfig(n_workers=1, replica_timeout=0.001)
+    report = run_training(
+        real_store,
+        tiny_recipe(),
+        config=config,
+        training=TrainingConfig(rounds=1, shards=1),
+        work=str(tmp_path / "work"),
+        ledger_key=tmp_path / "k",
+    )
+    assert (report.rounds_done, report.units_accepted, report.replicas_lost) == (1, 1, 0)
+    with pytest.raises(TrainingError, match="unit_timeout"):
+        TrainingConfig(unit_timeout=0)
+
+
+@pytest.mark.grid
+@pytest.mark.slow
 def test_a_liars_deltas_are_rejected_and_the_tuned_weights_equal_an_honest_runs(
     real_store, tmp_path
 ):

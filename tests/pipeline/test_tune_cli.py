@@ -90,24 +90,28 @@ def test_tune_writes_a_model_that_loads_and_names_its_tiles(cosmos_store, tmp_pa
 
 @pytest.mark.grid
 @pytest.mark.slow
-def test_tune_with_the_same_sky_recipe(cosmos_store, tmp_path, capsys):
-    """--recipe same-sky trains the centred 8,192-code head; the other flags replace fields."""
+@pytest.mark.parametrize(
+    ("recipe", "pooling", "dim"),
+    [("same-sky", "centred", 8192), ("sky-pairs", "pairs", 1280 + 8192)],
+)
+def test_tune_with_a_named_recipe(cosmos_store, tmp_path, capsys, recipe, pooling, dim):
+    """--recipe NAME trains that recipe's head; the other flags replace fields."""
     from embeddings import EmbedConfig, embed_tiles, load_model, read_model_config
 
     out = tmp_path / "model"
     args = ["tune", "--store", cosmos_store.uri, "--out", str(out), "--json", "--workers", "1"]
-    args += ["--recipe", "same-sky", "--rounds", "1", "--steps", "1", "--batch-size", "3"]
+    args += ["--recipe", recipe, "--rounds", "1", "--steps", "1", "--batch-size", "3"]
     code = main([*args, "--shards", "1"])
     summary = json.loads(capsys.readouterr().out)
     assert code == 0, summary
     config = read_model_config(out)
-    assert config["architecture"]["pooling"] == "centred"
+    assert config["architecture"]["pooling"] == pooling
     assert config["recipe"]["batch_size"] == 3 and config["recipe"]["views"]["rotate"] is False
     tuned = load_model(str(out))
-    assert tuned.dim == 8192 and tuned.resolved.runtime == "torch"  # "auto": see load_tuned
+    assert tuned.dim == dim and tuned.resolved.runtime == "torch"  # "auto": see load_tuned
     _, pixels = cosmos_store.read_unit(cosmos_store.units()[0].unit_key)
     vectors = embed_tiles(tuned, pixels)
-    assert vectors.shape == (3, 8192)
+    assert vectors.shape == (3, dim)
     named = load_model(str(out), config=EmbedConfig(runtime="torch", threads=1))
     np.testing.assert_allclose(embed_tiles(named, pixels), vectors, atol=1e-5)
     with pytest.raises(SystemExit):
