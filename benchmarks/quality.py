@@ -15,12 +15,13 @@ The tuned model comes from ``hubcat tune``'s path (:func:`pipeline.commands.tune
 :func:`embeddings.local_steps` on shards of the training store, checks the deltas
 (:func:`embeddings.check_delta`) and averages them (FedAvg, outer learning rate 1); the model is
 written with :func:`embeddings.save_tuned_model` and loaded back with
-:func:`embeddings.load_model`. The recipe is ``HUBCAT_BENCH_RECIPE`` (default ``default``, which
-blends the base model's vector in with ``base_weight`` = :data:`BASE_WEIGHT`; ``same-sky``:
-background-centred 8,192 local codes, see :func:`embeddings.named_recipe`, whose tune is hours
-on two cores, see below). The same network with its
-head as initialised (no step) is scored beside it, so the run shows what training adds to the
-architecture. ``HUBCAT_BENCH_TUNED=DIR[,DIR...]`` scores existing tuned models instead of tuning.
+:func:`embeddings.load_model`. The recipe is ``HUBCAT_BENCH_RECIPE`` (default ``sky-pairs``:
+background-centred codes of position pairs at 16 fixed offsets beside the frozen base vector,
+see :func:`embeddings.named_recipe`; ``default`` blends the base model's vector in with
+``base_weight`` = :data:`BASE_WEIGHT`; ``same-sky``: 8,192 background-centred codes). The same
+network with its head as initialised (no step) is scored beside it, so the run shows what
+training adds to the architecture. ``HUBCAT_BENCH_TUNED=DIR[,DIR...]`` scores existing tuned
+models instead of tuning.
 
 Figures, for the base model (``tf_efficientnet_lite0``, ImageNet weights, D4-pooled) and each
 tuned model, all measured in the same run on the same tiles:
@@ -46,11 +47,9 @@ tuned model, all measured in the same run on the same tiles:
   ``CatalogConfig().anomaly_k``), computed exactly on the same vectors.
 
 The tune runs ``HUBCAT_BENCH_TUNE_ROUNDS`` rounds (default 2) of ``HUBCAT_BENCH_TUNE_STEPS``
-local steps (default 50) per shard. On two shared cores the ``default`` recipe's tune takes ~4
-minutes; the ``same-sky`` recipe's 8,192-code head costs over a minute a step on one core
-(a round of 50 steps did not end within an hour: ``HUBCAT_BENCH_TUNE_ROUNDS=1``,
-``HUBCAT_BENCH_TUNE_STEPS=10`` for a shorter run). ``--quick`` tunes one short round (a smoke
-run, not the quality figure).
+local steps (default 30) per shard: about 5 minutes for the ``sky-pairs`` recipe on two cores,
+8 to 9 minutes for the whole benchmark. ``--quick`` tunes one short round (a smoke run, not the
+quality figure).
 """
 
 from __future__ import annotations

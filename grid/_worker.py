@@ -63,8 +63,7 @@ def keep_freed_memory(limit: int = MALLOC_KEEP_BYTES) -> bool:
     fresh ``mmap`` whose pages fault in on first use and go back to the system when it is
     freed. Torch allocates and frees such tensors at every layer, so a training step of the
     ``sky-pairs`` head ran 2.3x slower in a process with that setting than without (40 s
-    against 17 s for 3 steps on 64 tiles, one core), and far slower with two such workers
-    faulting pages at once. Raising both thresholds to ``limit`` restores reuse; a worker's
+    against 17 s for 3 steps on 64 tiles, one core). Raising both thresholds to ``limit`` restores reuse; a worker's
     resident memory then holds up to ``limit`` bytes it no longer uses.
 
     Returns
