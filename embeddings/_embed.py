@@ -184,7 +184,7 @@ def embed_tiles(
     return_augmentations: bool = False,
     progress: Callable[[int], object] | None = None,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-    """Embed tiles into augmentation-invariant unit vectors.
+    """Embed tiles into unit vectors pooled over the 8 flips/rotations.
 
     Each tile's 8 flips/rotations (:data:`tiling.AUGMENTATIONS`) are embedded; the tile's vector
     is the mean of the 8 L2-normalised vectors, L2-normalised again, so a rotated or flipped tile
@@ -201,7 +201,8 @@ def embed_tiles(
     tiles : numpy.ndarray, shape (N, 224, 224) or (N, C, 224, 224), float32, values in [0, 1]
         Stretched tiles (or C aligned bands).
     return_augmentations : bool
-        Also return the per-augmentation unit vectors.
+        Also return the per-augmentation unit vectors (for a ``"pairs"`` model, each brought
+        into the tile's own frame).
     progress : callable or None
         Called as ``progress(n_tiles_done)`` after each batch.
 

@@ -138,6 +138,13 @@ class TuneRecipe:
                 "pooling needs pair_dim > 0, the other poolings pair_dim = 0"
             )
             raise TuneError(msg)
+        if self.pooling == "pairs" and self.views.rotate:
+            msg = (
+                "TuneRecipe.views.rotate = True with pairs pooling: a turned view has its pair "
+                "blocks permuted, so the objective would train their directions away; use "
+                "ViewParams(rotate=False) (as the sky-pairs recipe does)"
+            )
+            raise TuneError(msg)
         if self.pooling == "pairs" and self.dim:
             msg = (
                 f"TuneRecipe.dim = {self.dim} with pairs pooling: its blocks of pairs by direction "
@@ -173,6 +180,8 @@ class TuneRecipe:
             The fields, the view parameters as a dict, and ``tune_version``.
         """
         out = asdict(self)
+        if not self.pair_dim:  # recipes without pairs keep the format (and digest) they had
+            del out["pair_dim"]
         out["views"] = self.views.to_dict()
         out["tune_version"] = TUNE_VERSION
         return out

@@ -3,7 +3,8 @@
 Layout of ``MODEL_DIR``::
 
     hubcat-model.json   format, base model name and weights sha256, network shape (cut, hidden,
-                        dim, pooling, pair_dim, base_weight), the weights file name and its sha256, the recipe and its digest
+                        dim, pooling, pair_dim, base_weight), the weights file name and its
+                        sha256, the recipe and its digest
     weights.safetensors the complete tuned network (frozen encoder part and trained head)
     training.json       the training record: Merkle root of the tiles it trained on, base
                         weights sha256, objective, seed, rounds and steps (and what the trainer

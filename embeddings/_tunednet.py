@@ -105,6 +105,9 @@ class LocalHead(nn.Module):
         if (pooling == "pairs") != (pair_dim > 0):
             msg = f"pair_dim = {pair_dim} must be > 0 with pairs pooling and 0 without"
             raise ValueError(msg)
+        if pooling == "pairs" and dim > 0:
+            msg = "pairs pooling keeps its blocks of pairs by direction apart: dim must be 0"
+            raise ValueError(msg)
         self.hidden, self.dim, self.pooling = int(hidden), int(dim), pooling
         self.pair_dim = int(pair_dim)
         self.norm = nn.LayerNorm(channels)

@@ -69,7 +69,7 @@ def test_recipe_round_trip_and_digest():
         ("base_weight", 1.0, "must be in"),
         ("pooling", "max", "not implemented"),
         ("dim", -1, "or 0"),
-        ("pooling", "pairs", "pairs pooling needs pair_dim > 0"),
+        ("pooling", "pairs", "pairs pooling needs pair_dim > 0|rotate"),
         ("pair_dim", 8, "the other poolings pair_dim = 0"),
         ("pair_dim", -1, "non-negative integer"),
     ],
@@ -223,5 +223,17 @@ def test_shifted_views_are_translations_at_the_tile_scale():
 
 
 def test_pairs_pooling_refuses_a_projection():
+    from embeddings import ViewParams
+
     with pytest.raises(TuneError, match="use dim = 0"):
-        TuneRecipe(pooling="pairs", pair_dim=8, dim=16)
+        TuneRecipe(pooling="pairs", pair_dim=8, dim=16, views=ViewParams(rotate=False))
+
+
+def test_a_recipe_without_pairs_keeps_its_format():
+    """pair_dim is written only when set, so older recipes keep their digest (and a run
+    interrupted before the pairs pooling existed resumes)."""
+    assert "pair_dim" not in TuneRecipe().to_dict()
+    assert TuneRecipe.from_dict(TuneRecipe().to_dict()) == TuneRecipe()
+    from embeddings import named_recipe
+
+    assert named_recipe("sky-pairs").to_dict()["pair_dim"] == 512

@@ -14,6 +14,7 @@ from embeddings import (
     EmbedConfig,
     TuneError,
     TuneRecipe,
+    ViewParams,
     WeightsUnavailableError,
     embed_tiles,
     is_model_dir,
@@ -220,6 +221,7 @@ PAIRS = TuneRecipe(
     pooling="pairs",
     pair_dim=4,
     base_weight=0.5,
+    views=ViewParams(rotate=False),
 )
 
 
@@ -290,3 +292,35 @@ def test_pairs_augmentation_order_brings_every_flip_and_rotation_home(base):
                 assert not np.allclose(out[start:].numpy(), home, atol=1e-3), name
     np.testing.assert_array_equal(order[0].numpy(), np.arange(net.num_features))
     assert build_tuned_net(base, RECIPE).augmentation_order() is None
+
+
+def test_embed_tiles_of_a_turned_tile_permutes_the_pair_blocks(base, tiles, tmp_path):
+    """The 8 augmentations of a turned tile are the tile's own 8, so a pairs model's vector of
+    a tile turned by g is the tile's vector with its pair blocks taken from the offsets g^-1 d:
+    exactly, and not the same vector (as it would be without the alignment)."""
+    import torch
+
+    from tiling.augment import AUGMENTATIONS, augment
+
+    folder = save_tuned_model(tmp_path / "p", base, trainable_state(base, PAIRS), PAIRS, RECORD)
+    model = load_model(folder, config=EmbedConfig(runtime="torch"))
+    order = model.net.augmentation_order()
+    probe = np.arange(25).reshape(5, 5)
+    home = embed_tiles(model, tiles[:2])
+    split = base.dim
+    for i in range(1, len(AUGMENTATIONS)):
+        inverse = next(j for j in range(8) if (augment(augment(probe, i), j) == probe).all())
+        turned = embed_tiles(model, np.ascontiguousarray(augment(tiles[:2], i)))
+        want = torch.from_numpy(home).gather(1, order[inverse].expand(2, -1)).numpy()
+        np.testing.assert_allclose(turned, want, atol=2e-5, err_msg=AUGMENTATIONS[i])
+        np.testing.assert_allclose(turned[:, :split], home[:, :split], atol=2e-5)
+        assert not np.allclose(turned[:, split:], home[:, split:], atol=1e-3), AUGMENTATIONS[i]
+
+
+def test_pairs_pooling_refuses_a_projection_and_rotated_views(base):
+    from embeddings._tunednet import LocalHead
+
+    with pytest.raises(ValueError, match="dim must be 0"):
+        LocalHead(16, 8, 4, "pairs", 2)
+    with pytest.raises(TuneError, match="rotate=False"):
+        TuneRecipe(pooling="pairs", pair_dim=4, dim=0, views=ViewParams(rotate=True))

@@ -50,12 +50,18 @@ def test_keep_freed_memory_stops_page_faults_under_the_nanny_setting():
     assert kept < 100 * 5, kept
 
 
-def test_worker_setup_and_volunteer_preload_keep_freed_memory():
+def test_worker_setup_and_volunteer_preload_keep_freed_memory(monkeypatch):
     """Both ways a hubcat worker starts (the local cluster's plugin, the volunteer preload)
-    set the thresholds before any tensor is made."""
+    set the thresholds before the model is loaded."""
     import inspect
 
     from grid import _worker, volunteer
 
-    assert "keep_freed_memory()" in inspect.getsource(_worker.ModelPlugin.setup)
+    calls = []
+    monkeypatch.setattr(_worker, "keep_freed_memory", lambda: calls.append("memory"))
+    monkeypatch.setattr(_worker, "worker_model", lambda *a: calls.append("model"))
+    monkeypatch.setattr(_worker, "set_torch_threads", lambda n: calls.append("threads"))
+    _worker.ModelPlugin("m", None, "0" * 64, "0" * 64, 1).setup(None)
+    assert calls == ["memory", "threads", "model"]
+    # the preload needs a live Dask worker (its listeners are gated first): read its source
     assert "keep_freed_memory()" in inspect.getsource(volunteer.dask_setup)

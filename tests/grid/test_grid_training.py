@@ -241,6 +241,7 @@ def real_store(tmp_path_factory, hst_dir):
 
 @pytest.mark.grid
 @pytest.mark.slow
+@pytest.mark.timeout(240)  # without unit_timeout the unit is re-placed without end
 def test_a_training_unit_longer_than_the_embedding_replica_timeout_is_accepted(
     real_store, tmp_path
 ):
