@@ -13,6 +13,10 @@ Figures (baselines measured in this run, medians of >= 3):
 - ``replicas per accepted unit``: of that quorum-2 run (2.0 when every pair agrees).
 - ``honest rel diff`` / ``honest 1 - cos``: between the deltas of one unit computed with 1 and
   2 torch threads (the calibration of :class:`grid.DeltaTolerance`), against its tolerance.
+- ``sky-pairs steps/s, nanny malloc setting, thresholds kept``: :func:`embeddings.local_steps`
+  of the ``sky-pairs`` recipe in a fresh process started with ``MALLOC_TRIM_THRESHOLD_=65536``
+  (what a Dask nanny gives its worker) after :func:`grid._worker.keep_freed_memory`, against
+  the same process without that call; 1 thread, the two alternated, medians of 3.
 """
 
 from __future__ import annotations
@@ -228,6 +232,66 @@ def _round_figures(store, recipe, quick: bool) -> list[Figure]:
     ]
 
 
+#: Runs local_steps of the sky-pairs recipe on the tiles of argv[1]; prints the seconds it took.
+_MALLOC_PROBE = """
+import sys, time
+import numpy as np, torch
+from dataclasses import replace
+if sys.argv[2] == "kept":
+    from grid._worker import keep_freed_memory
+    keep_freed_memory()
+from embeddings import EmbedConfig, load_base_net, named_recipe, trainable_state, local_steps
+torch.set_num_threads(1)
+tiles = np.load(sys.argv[1])
+model = load_base_net("tf_efficientnet_lite0", EmbedConfig(runtime="torch", threads=1))
+recipe = replace(named_recipe("sky-pairs"), views_per_tile=2, min_tiles=4)
+state = trainable_state(model, recipe)
+local_steps(model, state, tiles, recipe, seed=1, steps=1)  # warm-up
+t0 = time.perf_counter()
+local_steps(model, state, tiles, recipe, seed=2, steps=int(sys.argv[3]))
+print(time.perf_counter() - t0)
+"""
+
+
+def _malloc_figure(store, quick: bool) -> list[Figure]:
+    import os
+    import subprocess
+    import sys
+
+    steps = 2 if quick else 4
+    tiles = np.concatenate([store.read_unit(u.unit_key)[1] for u in store.units()])[:32]
+    root = Path(__file__).resolve().parents[1]
+    with tempfile.TemporaryDirectory(prefix="hubcat-bench-malloc-") as tmp:
+        path = Path(tmp) / "tiles.npy"
+        np.save(path, tiles)
+        env = {**os.environ, "MALLOC_TRIM_THRESHOLD_": "65536", "OMP_NUM_THREADS": "1"}
+        times: dict[str, list[float]] = {"nanny": [], "kept": []}
+        for _ in range(3):
+            for mode in times:
+                out = subprocess.run(
+                    [sys.executable, "-c", _MALLOC_PROBE, str(path), mode, str(steps)],
+                    env=env,
+                    cwd=root,
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
+                times[mode].append(float(out.stdout.split()[-1]))
+    kept, nanny = statistics.median(times["kept"]), statistics.median(times["nanny"])
+    return [
+        Figure(
+            STAGE,
+            "sky-pairs steps/s, nanny malloc setting, thresholds kept",
+            steps / kept,
+            "steps/s",
+            "nanny setting alone",
+            steps / nanny,
+            note=f"{len(tiles)} tiles, 2 views, batch 32, {steps} steps, 1 thread, fresh process "
+            "each; medians of 3",
+        )
+    ]
+
+
 def run(quick: bool = False) -> list[Figure]:
     from embeddings import TuneRecipe
 
@@ -238,4 +302,5 @@ def run(quick: bool = False) -> list[Figure]:
         store, note = _store(Path(tmp), quick)
         figures = _unit_figures(store, recipe, note, quick)
         figures += _round_figures(store, recipe, quick)
+        figures += _malloc_figure(store, quick)
     return figures

@@ -62,8 +62,8 @@ def keep_freed_memory(limit: int = MALLOC_KEEP_BYTES) -> bool:
     variable turns off glibc's adaptive mmap threshold: every tensor over 128 KiB is then a
     fresh ``mmap`` whose pages fault in on first use and go back to the system when it is
     freed. Torch allocates and frees such tensors at every layer, so a training step of the
-    ``sky-pairs`` head ran 2-3x slower in a process with that setting than without (36-46 s
-    against 14-17 s for 3 steps on 64 tiles, one core). Raising both thresholds to ``limit``
+    ``sky-pairs`` head on 32 tiles takes 6.0 s in a process with that setting and 3.6 s after
+    this call (one core; ``python -m benchmarks training``). Raising both thresholds to ``limit``
     restores reuse; a worker's resident memory then holds up to ``limit`` bytes it no longer
     uses. A glibc that refuses ``limit`` for the mmap threshold (older ones cap it at 32 MiB on
     64-bit machines) gets 32 MiB.
