@@ -273,6 +273,9 @@ def _require_weights(model: EmbeddingModel) -> None:
         raise TuneError(msg)
 
 
+#: Views of the same-sky recipes: the whole tile shifted by up to 14 % of its side, no zoom, no
+#: flip or rotation.
+SHIFTED_VIEWS = ViewParams(crop_min=1.0, crop_max=1.0, shift_max=0.14, rotate=False)
 #: Named starting recipes (:func:`named_recipe`).
 RECIPES: dict[str, TuneRecipe] = {
     "default": TuneRecipe(),
@@ -283,7 +286,7 @@ RECIPES: dict[str, TuneRecipe] = {
         pooling="centred",
         lr=1e-4,
         batch_size=32,
-        views=ViewParams(crop_min=1.0, crop_max=1.0, shift_max=0.14, rotate=False),
+        views=SHIFTED_VIEWS,
     ),
     "sky-pairs": TuneRecipe(
         cut=4,
@@ -294,7 +297,7 @@ RECIPES: dict[str, TuneRecipe] = {
         base_weight=0.65,
         lr=1e-4,
         batch_size=32,
-        views=ViewParams(crop_min=1.0, crop_max=1.0, shift_max=0.14, rotate=False),
+        views=SHIFTED_VIEWS,
     ),
 }
 
@@ -338,15 +341,7 @@ def build_tuned_net(model: EmbeddingModel, recipe: TuneRecipe) -> TunedNet:
         raise TuneError(msg)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(recipe.seed)
-        net = TunedNet(
-            base,
-            recipe.cut,
-            recipe.hidden,
-            recipe.dim,
-            float(recipe.base_weight),
-            recipe.pooling,
-            recipe.pair_dim,
-        )
+        net = TunedNet(base, *_shape(recipe))
     net.eval()
     for p in net.parameters():
         p.requires_grad_(False)
@@ -354,7 +349,8 @@ def build_tuned_net(model: EmbeddingModel, recipe: TuneRecipe) -> TunedNet:
 
 
 def _shape(recipe: TuneRecipe) -> tuple:
-    """What fixes a tuned network's tensors: (cut, hidden, dim, base_weight, pooling, pair_dim)."""
+    """What fixes a tuned network's tensors: (cut, hidden, dim, base_weight, pooling, pair_dim),
+    in the order :class:`TunedNet` takes them after the base network."""
     return (
         recipe.cut,
         recipe.hidden,
